@@ -1,0 +1,47 @@
+"""Write one benchmark's section of BENCHMARKS.md without touching the others.
+
+Each benchmark owns the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shlex
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Every number here was measured side by side with its baseline in one run, by the command "
+    "shown with it. Rerun the command to refresh its section.\n"
+)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def write_section(name: str, title: str, body: str, command: str | None = None) -> None:
+    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    section = (
+        f"<!-- bench:{name} -->\n## {title}\n\n"
+        f"Command: `{command}`  \nMeasured: {date.today().isoformat()} on {machine()}\n\n"
+        f"{body.strip()}\n<!-- /bench:{name} -->"
+    )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    tmp = BENCHMARKS.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(BENCHMARKS)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""Frozen task models that turn (prompt, input) pairs into class probabilities.
+
+Both models share one interface, ``class_probs(prompts, inputs) -> Tensor[P, N, C]``, where
+``inputs`` is a list of texts or what ``encode_inputs(texts)`` returned for them (encode a split
+once, then score many prompts against it).
+
+- ``PrototypeTaskModel`` (embedded default, runs offline): a sentence encoder scores class c by
+  cosine(emb(input), emb(prompt + " " + verbalizer_c)). Input embeddings do not depend on the
+  prompt, so a split is encoded once and a prompt costs only C short forwards.
+- ``MaskedLMTaskModel`` (the paper's, roberta-large): the prompt is put in a cloze template and the
+  class probabilities are a softmax over the verbalizer tokens' logits at the mask.
+
+A prompt must hold at least one non-special token; the "no prompt" baseline is a separate,
+explicit method (``no_prompt_class_probs``) so an empty prompt can never slip in by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+VERBALIZERS: dict[str, tuple[str, ...]] = {
+    "sst-2": ("terrible", "great"),
+    "agnews": ("World", "Sports", "Business", "Tech"),
+}
+
+# Cloze templates of the paper (RLPrompt): the mask goes after the input for sentiment, before it for topic.
+TEMPLATES: dict[str, str] = {
+    "sst-2": "{input} {prompt} {mask} .",
+    "agnews": "{mask} {prompt} {input}",
+}
+
+
+class PromptError(ValueError):
+    """A prompt the task model cannot use (empty, or only special/pad tokens)."""
+
+
+class VerbalizerError(ValueError):
+    """A verbalizer word that is not a single token of the task model's vocabulary."""
+
+
+def verbalizers_for(dataset: str) -> tuple[str, ...]:
+    if dataset not in VERBALIZERS:
+        raise ValueError(f"unknown dataset {dataset!r}: no verbalizers; use one of {sorted(VERBALIZERS)}")
+    return VERBALIZERS[dataset]
+
+
+def template_for(dataset: str) -> str:
+    if dataset not in TEMPLATES:
+        raise ValueError(f"unknown dataset {dataset!r}: no template; use one of {sorted(TEMPLATES)}")
+    return TEMPLATES[dataset]
+
+
+def check_prompts(prompts: list[str], tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise PromptError if a prompt is empty or only special tokens (pad, cls, mask...)."""
+    if isinstance(prompts, str):
+        raise PromptError("prompts must be a list of strings, got one string; wrap it in a list")
+    special = set(tokenizer.all_special_ids)
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not any(i not in special for i in ids):
+            raise PromptError(
+                f"prompt {prompt!r} is empty or only special tokens; give it real words "
+                "(for the no-prompt baseline call no_prompt_class_probs)"
+            )
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@dataclass(frozen=True)
+class EncodedInputs:
+    """Inputs encoded once per split by a task model's ``encode_inputs``; opaque to callers."""
+
+    data: object
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class PrototypeTaskModel:
+    """Class score = cosine(mean-pooled emb(input), emb(prompt + " " + verbalizer)) / temperature.
+
+    ``temperature`` only sharpens the probabilities (accuracy does not depend on it); cosine gaps
+    between classes are a few hundredths, so 0.05 keeps the gap reward in a useful range.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder: PreTrainedModel,
+        verbalizers: tuple[str, ...] | list[str],
+        temperature: float = 0.05,
+        max_input_tokens: int = 128,
+        batch_size: int = 64,
+    ):
+        if len(verbalizers) < 2:
+            raise VerbalizerError(f"need at least 2 verbalizers, got {list(verbalizers)}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.verbalizers = tuple(verbalizers)
+        self.temperature = temperature
+        self.max_input_tokens = max_input_tokens
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm mean-pooled sentence embeddings, [len(texts), H]."""
+        # Batch texts of similar length together: padding is most of the cost on long splits.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                [texts[i] for i in order[start : start + self.batch_size]],
+                padding=True,
+                truncation=True,
+                max_length=self.max_input_tokens,
+                return_tensors="pt",
+            ).to(_device(self.encoder))
+            hidden = self.encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            chunks.append(F.normalize(pooled, dim=-1))
+        embeddings = torch.empty_like(torch.cat(chunks))
+        embeddings[torch.tensor(order, dtype=torch.long)] = torch.cat(chunks)
+        return embeddings
+
+    def encode_inputs(self, texts: list[str]) -> EncodedInputs:
+        return EncodedInputs(self.embed(list(texts)), len(texts))
+
+    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        check_prompts(prompts, self.tokenizer)
+        label_texts = [f"{p.strip()} {v}" for p in prompts for v in self.verbalizers]
+        return self._probs(label_texts, len(prompts), inputs)
+
+    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        """Baseline without a prompt: class embedding = emb(verbalizer). Returns [1, N, C]."""
+        return self._probs(list(self.verbalizers), 1, inputs)
+
+    def _probs(self, label_texts: list[str], n_prompts: int, inputs) -> torch.Tensor:
+        encoded = inputs if isinstance(inputs, EncodedInputs) else self.encode_inputs(inputs)
+        labels = self.embed(label_texts).view(n_prompts, len(self.verbalizers), -1)  # [P, C, H]
+        cosine = torch.einsum("nh,pch->pnc", encoded.data, labels)
+        return torch.softmax(cosine / self.temperature, dim=-1)
+
+
+class MaskedLMTaskModel:
+    """The paper's task model: class probs = softmax over verbalizer logits at the template's mask.
+
+    ``template`` holds ``{input}``, ``{prompt}`` and ``{mask}`` (see TEMPLATES). The input is tokenized
+    once (``encode_inputs``) and truncated to ``max_input_tokens`` so the mask is never cut off.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        model: PreTrainedModel,
+        verbalizers: tuple[str, ...] | list[str],
+        template: str,
+        max_input_tokens: int = 256,
+        batch_size: int = 32,
+    ):
+        for field in ("{input}", "{prompt}", "{mask}"):
+            if template.count(field) != 1:
+                raise ValueError(f"template {template!r} must contain {field} exactly once")
+        if tokenizer.mask_token is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no mask token; use a masked LM")
+        if len(verbalizers) < 2:
+            raise VerbalizerError(f"need at least 2 verbalizers, got {list(verbalizers)}")
+        self.tokenizer = tokenizer
+        self.model = model.eval().requires_grad_(False)
+        self.verbalizers = tuple(verbalizers)
+        self.template = template
+        self.max_input_tokens = max_input_tokens
+        self.batch_size = batch_size
+        # Split the template around the input; the input is tokenized on its own (with a leading
+        # space when something precedes it, as it would be inside the full string for BPE).
+        self._prefix, self._suffix = template.split("{input}")
+        self._input_after_text = bool(self._prefix.strip())
+        mask_first = template.lstrip().startswith("{mask}")
+        self.verbalizer_ids = torch.tensor(
+            [self._single_token_id(v, prefer_space=not mask_first) for v in self.verbalizers]
+        )
+
+    def _single_token_id(self, word: str, prefer_space: bool) -> int:
+        variants = [" " + word, word] if prefer_space else [word, " " + word]
+        for text in variants:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1 and ids[0] != self.tokenizer.unk_token_id:
+                return ids[0]
+        raise VerbalizerError(
+            f"verbalizer {word!r} is not a single token of the task model's vocabulary "
+            f"(tokenizes to {self.tokenizer.tokenize(' ' + word)}); pick a one-token word"
+        )
+
+    def encode_inputs(self, texts: list[str]) -> EncodedInputs:
+        lead = " " if self._input_after_text else ""
+        ids = [
+            self.tokenizer(lead + t.strip(), add_special_tokens=False)["input_ids"][: self.max_input_tokens]
+            for t in texts
+        ]
+        return EncodedInputs(ids, len(ids))
+
+    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        check_prompts(prompts, self.tokenizer)
+        return self._probs([p.strip() for p in prompts], inputs)
+
+    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        """Baseline: the template with an empty prompt. Returns [1, N, C]."""
+        return self._probs([""], inputs)
+
+    def _segment_ids(self, text: str, prompt: str) -> list[int]:
+        lead = " " if text[:1].isspace() else ""  # BPE: a word after the input keeps its space
+        text = " ".join(text.format(prompt=prompt, mask=self.tokenizer.mask_token).split())
+        return self.tokenizer(lead + text, add_special_tokens=False)["input_ids"] if text else []
+
+    @torch.no_grad()
+    def _probs(self, prompts: list[str], inputs) -> torch.Tensor:
+        encoded = inputs if isinstance(inputs, EncodedInputs) else self.encode_inputs(inputs)
+        sequences = []
+        for prompt in prompts:
+            prefix = self._segment_ids(self._prefix.rstrip(), prompt)
+            suffix = self._segment_ids(self._suffix, prompt)
+            for input_ids in encoded.data:
+                ids = self.tokenizer.build_inputs_with_special_tokens(prefix + input_ids + suffix)
+                sequences.append(ids)
+        device = _device(self.model)
+        verbalizer_ids = self.verbalizer_ids.to(device)
+        out = []
+        for start in range(0, len(sequences), self.batch_size):
+            batch = self.tokenizer.pad(
+                {"input_ids": sequences[start : start + self.batch_size]}, return_tensors="pt"
+            ).to(device)
+            logits = self.model(**batch).logits
+            rows, cols = (batch["input_ids"] == self.tokenizer.mask_token_id).nonzero(as_tuple=True)
+            if len(rows) != len(batch["input_ids"]):
+                raise PromptError("a prompt contains the mask token; remove it from the prompt")
+            out.append(torch.softmax(logits[rows, cols][:, verbalizer_ids].float(), dim=-1))
+        return torch.cat(out).view(len(prompts), len(encoded), len(self.verbalizers))
+
+
+def build_task_model(
+    name: str, dataset: str, kind: str = "prototype", **kwargs
+) -> PrototypeTaskModel | MaskedLMTaskModel:
+    """Load a task model by model name ("minilm", "tiny", or a hub name) for a known dataset."""
+    from components.models import ModelSpec, load_model
+
+    verbalizers = verbalizers_for(dataset)
+    if kind == "prototype":
+        tokenizer, encoder = load_model(ModelSpec(name, "encoder"))
+        return PrototypeTaskModel(tokenizer, encoder, verbalizers, **kwargs)
+    if kind == "masked_lm":
+        tokenizer, model = load_model(ModelSpec(name, "masked_lm"))
+        return MaskedLMTaskModel(tokenizer, model, verbalizers, template_for(dataset), **kwargs)
+    raise ValueError(f"unknown task model kind {kind!r}; use 'prototype' or 'masked_lm'")

@@ -1,0 +1,103 @@
+"""MLflow conventions: where runs go, what every run is tagged with, and failing fast when the store is down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import yaml
+
+from flows.config import PROJECT_ROOT, Config
+
+
+class TrackingUnavailable(RuntimeError):
+    pass
+
+
+def tracking_uri(config: Config) -> str:
+    """$MLFLOW_TRACKING_URI wins, then tracking.mlflow_uri, then the project's sqlite store."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or config.tracking.mlflow_uri
+        or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    )
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Raise a one-line TrackingUnavailable before any training if an HTTP tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as err:
+        problem = str(getattr(err, "reason", err))
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} is unreachable ({problem}): start it or set MLFLOW_TRACKING_URI"
+    )
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def data_hash(config: Config) -> str:
+    """The md5 DVC recorded for the prepared data, so a run names the exact data version it used."""
+    lock = PROJECT_ROOT / "dvc.lock"
+    if lock.exists():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for out in stages.get("prepare", {}).get("outs", []):
+            if Path(out.get("path", "")).name == config.data.prepared_dir.name:
+                return out.get("md5", "unknown")
+    return "unversioned"
+
+
+@contextmanager
+def pipeline_run(
+    config: Config,
+    task: str,
+    method: str,
+    run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """One MLflow parent run per pipeline run, in experiment '<prefix>-<task>'.
+
+    Pass ``run_id`` to continue a run (resume after a crash) instead of starting a new one.
+    """
+    uri = tracking_uri(config)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(f"{config.tracking.experiment_prefix}-{task}")
+    tags = {
+        "task": task,
+        "method": method,
+        "params_hash": config.digest(),
+        "git_commit": git_commit(),
+        "data_hash": data_hash(config),
+        **(extra_tags or {}),
+    }
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else method, tags=tags) as run:
+        if run_id is None:
+            mlflow.log_params(config.flat())
+        yield run

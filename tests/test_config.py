@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import pytest
+
+from flows.config import DEFAULT_PARAMS, Config, ParamsError, load_params
+from tests.conftest import PROJECT_ROOT, write_params
+
+BAD_PARAMS = {
+    "unknown key": ("guidance:\n  summarization:\n    agregation: sum\n", "guidance.summarization.agregation"),
+    "K below 2": ("sampling:\n  summarization:\n    k: 1\n", "sampling.summarization.k"),
+    "negative lr": ("policy:\n  prompt:\n    lr: -0.001\n", "policy.prompt.lr"),
+    "prompt length 0": ("sampling:\n  prompt:\n    prompt_length: 0\n", "sampling.prompt.prompt_length"),
+    "wrong type": ("loop:\n  prompt:\n    policy_steps: many\n", "loop.prompt.policy_steps"),
+    "bad choice": ("guidance:\n  prompt:\n    aggregation: mean\n", "guidance.prompt.aggregation"),
+    "refit after end": ("loop:\n  summarization:\n    policy_steps: 10\n    refit_every: 5\n    refit_until: 20\n", "refit_until"),
+    "rankings without file": ("guidance:\n  summarization:\n    preference: rankings\n", "rankings_file"),
+    "unknown section": ("trainer:\n  lr: 1\n", "trainer"),
+}
+
+
+def test_default_params_validate():
+    config = load_params(DEFAULT_PARAMS)
+    assert config.data.root.is_dir()
+    assert config.sampling.summarization.k >= 2
+    assert config.loop.summarization.iterations == 3
+    # the file spells out every field, so no default hides in code only
+    assert set(config.flat()) == set(Config().flat())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+def test_bad_params_name_the_key(tmp_path, data_root, case):
+    text, key = BAD_PARAMS[case]
+    path = write_params(tmp_path, f"data:\n  root: {data_root}\n" + text)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert key in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_data_root(tmp_path):
+    path = write_params(tmp_path, "data:\n  root: no/such/folder\n")
+    with pytest.raises(ParamsError, match="data.root"):
+        load_params(path)
+
+
+def test_overrides_are_validated(data_root, tmp_path):
+    path = write_params(tmp_path, f"data:\n  root: {data_root}\n")
+    assert load_params(path, {"sampling.prompt.k": 7}).sampling.prompt.k == 7
+    with pytest.raises(ParamsError, match="sampling.prompt.k"):
+        load_params(path, {"sampling.prompt.k": 0})
+
+
+def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
+    path = write_params(tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: out\nsampling:\n  summarization:\n    k: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", "prepare", "--params", str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "sampling.summarization.k" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing was written
