@@ -70,7 +70,7 @@ def rank_by_reward(prompts: list[str], rewards: list[float]) -> list[tuple[str, 
     if len(prompts) != len(rewards):
         raise ValueError(f"got {len(prompts)} prompts but {len(rewards)} rewards; pass one reward per prompt")
     totals: dict[str, list[float]] = {}
-    for prompt, reward in zip(prompts, rewards):
+    for prompt, reward in zip(prompts, rewards, strict=True):
         totals.setdefault(prompt, []).append(float(reward))
     means = [(p, sum(r) / len(r)) for p, r in totals.items()]
     return sorted(means, key=lambda pr: -pr[1])

@@ -222,6 +222,8 @@ class GuidanceTrainer:
         cfg = self.config
         if not lists:
             raise ValueError("fit got no ranked lists; sample and rank candidates first")
+        if len({r.source is None for r in [*lists, *(val_lists or [])]}) > 1:
+            raise ValueError("some ranked lists have a source and some do not; give all a source or none")
         start = time.perf_counter()
         if from_scratch:
             self.reset()
@@ -307,7 +309,7 @@ class GuidanceTrainer:
                 if stale >= cfg.patience:
                     break
         if best_state is not None:
-            model.load_state_dict(best_state, strict=True)
+            model.load_state_dict(best_state, strict=False)
         model.eval()
         final = self._evaluate_encoded(val)
         return {

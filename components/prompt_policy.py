@@ -65,7 +65,9 @@ def whole_word_token_ids(tokenizer: PreTrainedTokenizerBase, min_length: int = 2
         if len(token) >= min_length and token.isascii() and token.isalpha():
             ids.append(index)
     if not ids:
-        raise ValueError(f"no whole-word tokens of length >= {min_length} in this vocabulary; lower min_length")
+        raise ValueError(
+            f"no whole-word tokens of length >= {min_length} in this vocabulary; lower min_length"
+        )
     return sorted(ids)
 
 
@@ -104,7 +106,9 @@ class PromptPolicy(nn.Module):
         self.lm = model.eval().requires_grad_(False)
         vocab_size = model.get_input_embeddings().weight.shape[0]
         if start_token_id is None:
-            start_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+            start_token_id = (
+                tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+            )
         if start_token_id is None:
             raise ValueError("tokenizer has neither a BOS nor a CLS token; pass start_token_id")
         self.start_token_id = start_token_id
@@ -128,10 +132,13 @@ class PromptPolicy(nn.Module):
         self.lm.eval()  # frozen backbone: no dropout, ever
         return self
 
-    def next_token_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [n, T, V] for the token after each position; disallowed tokens are -inf."""
+    def next_token_logits(self, input_ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Logits [n, T, V] for the token after each position (T=1 with ``last_only``);
+        disallowed tokens are -inf."""
         with torch.no_grad():
             hidden = self.lm.base_model(input_ids=input_ids).last_hidden_state
+        if last_only:
+            hidden = hidden[:, -1:]
         hidden = self.adaptor(hidden)
         if self.output_head == "lm_head":
             logits = self.lm.get_output_embeddings()(hidden)
@@ -160,7 +167,7 @@ class PromptPolicy(nn.Module):
         device = self.allowed.device
         ids = torch.empty((n, 0), dtype=torch.long, device=device)
         for _ in range(self.prompt_length):
-            logits = self.next_token_logits(self._with_start(ids))[:, -1] / temperature
+            logits = self.next_token_logits(self._with_start(ids), last_only=True)[:, -1] / temperature
             if top_k:
                 kth = logits.topk(min(top_k, len(self.allowed_ids)), dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -182,7 +189,9 @@ class PromptPolicy(nn.Module):
         return chosen, entropy
 
     @torch.no_grad()
-    def random_prompts(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
+    def random_prompts(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
         """Random-search baseline: tokens drawn uniformly from the same action space."""
         picks = torch.randint(len(self.allowed_ids), (n, self.prompt_length), generator=generator)
         ids = self.allowed_ids.cpu()[picks].to(self.allowed.device)

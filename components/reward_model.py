@@ -18,9 +18,9 @@ token if the policy generates one. Pads (``attention_mask`` 0) get a reward of e
 Head: Linear(H, head_hidden) → ReLU → Linear(head_hidden, 1), Xavier init with a tiny gain
 (1e-4) so every token starts with almost the same reward. Output squashing:
 
-- ``softplus`` (default, as in the paper's code): u = 1 − softplus(1 − x), r = softplus(u).
-  A smooth clamp: r > 0 always, r ≤ softplus(1) ≈ 1.31, and r ≈ 0.55 at x = 0.
-- ``sigmoid``: r = σ(x) in (0, 1).
+- ``softplus`` (default, as in the paper's code): u = 1 − softplus(1 − x),
+  r = 1e-8 + softplus(u). A smooth clamp to (1e-8, softplus(1) ≈ 1.31); r ≈ 0.55 at x = 0.
+- ``sigmoid``: r = σ(x) in (0, 1) (float32 may round the ends to 0 or 1).
 
 With ``freeze_backbone=True`` only the head trains; the backbone runs without gradients and
 stays in eval mode (no dropout) even when the module is put in train mode.
@@ -46,6 +46,7 @@ BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq")
 SQUASHES = ("softplus", "sigmoid")
 CONFIG_FILE = "reward_model.json"
 HEAD_FILE = "head.pt"
+MIN_REWARD = 1e-8  # keeps real tokens strictly above pads (0) even where softplus underflows
 
 
 def backbone_kind(model: nn.Module) -> str:
@@ -114,7 +115,7 @@ class TokenRewardModel(nn.Module):
         for layer in self.head:
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_uniform_(layer.weight, gain=self.init_gain)
-                nn.init.constant_(layer.bias, -self.init_gain)
+                nn.init.constant_(layer.bias, -1e-4)
 
     def train(self, mode: bool = True) -> TokenRewardModel:
         super().train(mode)
@@ -172,7 +173,7 @@ class TokenRewardModel(nn.Module):
                 )
         logits = self.head(hidden.to(self.head[0].weight.dtype)).squeeze(-1)
         if self.squash == "softplus":
-            rewards = F.softplus(1.0 - F.softplus(1.0 - logits))
+            rewards = MIN_REWARD + F.softplus(1.0 - F.softplus(1.0 - logits))
         else:
             rewards = torch.sigmoid(logits)
         # where, not multiply: a NaN at a pad position must not survive either.

@@ -68,6 +68,14 @@ def check_prompts(prompts: list[str], tokenizer: PreTrainedTokenizerBase) -> Non
             )
 
 
+def _special_wrapping(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after one text ([CLS]/[SEP], <s>/</s>)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+    return full[:start], full[start + len(plain) :]
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -184,6 +192,7 @@ class MaskedLMTaskModel:
         # space when something precedes it, as it would be inside the full string for BPE).
         self._prefix, self._suffix = template.split("{input}")
         self._input_after_text = bool(self._prefix.strip())
+        self._bos_ids, self._eos_ids = _special_wrapping(tokenizer)
         mask_first = template.lstrip().startswith("{mask}")
         self.verbalizer_ids = torch.tensor(
             [self._single_token_id(v, prefer_space=not mask_first) for v in self.verbalizers]
@@ -221,16 +230,16 @@ class MaskedLMTaskModel:
         text = " ".join(text.format(prompt=prompt, mask=self.tokenizer.mask_token).split())
         return self.tokenizer(lead + text, add_special_tokens=False)["input_ids"] if text else []
 
+    def sequence_ids(self, prompt: str, input_ids: list[int]) -> list[int]:
+        """Token ids of the filled template (with the model's special tokens) for one encoded input."""
+        prefix = self._segment_ids(self._prefix.rstrip(), prompt)
+        suffix = self._segment_ids(self._suffix, prompt)
+        return self._bos_ids + prefix + list(input_ids) + suffix + self._eos_ids
+
     @torch.no_grad()
     def _probs(self, prompts: list[str], inputs) -> torch.Tensor:
         encoded = inputs if isinstance(inputs, EncodedInputs) else self.encode_inputs(inputs)
-        sequences = []
-        for prompt in prompts:
-            prefix = self._segment_ids(self._prefix.rstrip(), prompt)
-            suffix = self._segment_ids(self._suffix, prompt)
-            for input_ids in encoded.data:
-                ids = self.tokenizer.build_inputs_with_special_tokens(prefix + input_ids + suffix)
-                sequences.append(ids)
+        sequences = [self.sequence_ids(prompt, input_ids) for prompt in prompts for input_ids in encoded.data]
         device = _device(self.model)
         verbalizer_ids = self.verbalizer_ids.to(device)
         out = []

@@ -1,4 +1,4 @@
-"""Command line for the pipeline stages: python -m flows STAGE [--params params.yaml]."""
+"""Command line for the pipeline stages: python -m flows STAGE [--method M] [--params params.yaml]."""
 
 from __future__ import annotations
 
@@ -8,19 +8,58 @@ import sys
 import flows  # noqa: F401  (sets PREFECT_HOME and offline defaults before prefect loads)
 from flows.config import DEFAULT_PARAMS, load_or_exit
 
+STAGES = {
+    "prepare": "write the prepared splits under data/",
+    "summarize-warmstart": "encoder cache + MLE warm start",
+    "summarize-align": "the loop for one --method (pgg, mle, seqpg)",
+    "summarize-evaluate": "test ROUGE for one --method (lead, warmstart, pgg, mle, seqpg)",
+    "summarize": "the whole summarization pipeline",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
-    parser.add_argument("stage", choices=["prepare"])
+    parser = argparse.ArgumentParser(
+        prog="python -m flows",
+        description=__doc__,
+        epilog="\n".join(f"  {k:22s}{v}" for k, v in STAGES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("stage", choices=list(STAGES))
+    parser.add_argument("--method", help="method for align/evaluate stages")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     config = load_or_exit(args.params)  # validates before anything heavy is imported
+    if args.stage.endswith(("-align", "-evaluate")) and not args.method:
+        parser.error(f"{args.stage} needs --method")
 
-    if args.stage == "prepare":
+    from flows.checkpoints import CheckpointError
+    from flows.tracking import TrackingUnavailable
+
+    try:
+        return _run(args.stage, args.method, config)
+    except (CheckpointError, TrackingUnavailable, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(stage: str, method: str | None, config) -> int:
+    if stage == "prepare":
         from flows.prepare import prepare
 
         counts = prepare(config)
         print(f"prepared {sum(counts.values())} rows into {config.data.prepared_dir}")
+    elif stage.startswith("summarize"):
+        from flows import summarization as s
+
+        if stage == "summarize-warmstart":
+            print(f"warm start: {s.warmstart_flow(config)}")
+        elif stage == "summarize-align":
+            rows = s.align_flow(config, method)
+            print(f"{method}: {len(rows)} iterations, last {rows[-1] if rows else {}}")
+        elif stage == "summarize-evaluate":
+            print(f"{method}: {s.evaluate_flow(config, method)}")
+        else:
+            print(s.summarization_pipeline(config))
     return 0
 
 

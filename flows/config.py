@@ -153,6 +153,7 @@ class SummarizationPolicy(Section):
     grad_clip: PositiveFloat = 1.0
     reinforce_coef: NonNegativeFloat = 0.0  # the paper's optional REINFORCE term with r as weights
     entropy_coef: NonNegativeFloat = 0.0
+    seqpg_coef: PositiveFloat = 1.0  # weight of the RLOO term of the sequence-level baseline
 
 
 class PromptPolicy(Section):

@@ -7,13 +7,19 @@ from flows.config import DEFAULT_PARAMS, Config, ParamsError, load_params
 from tests.conftest import PROJECT_ROOT, write_params
 
 BAD_PARAMS = {
-    "unknown key": ("guidance:\n  summarization:\n    agregation: sum\n", "guidance.summarization.agregation"),
+    "unknown key": (
+        "guidance:\n  summarization:\n    agregation: sum\n",
+        "guidance.summarization.agregation",
+    ),
     "K below 2": ("sampling:\n  summarization:\n    k: 1\n", "sampling.summarization.k"),
     "negative lr": ("policy:\n  prompt:\n    lr: -0.001\n", "policy.prompt.lr"),
     "prompt length 0": ("sampling:\n  prompt:\n    prompt_length: 0\n", "sampling.prompt.prompt_length"),
     "wrong type": ("loop:\n  prompt:\n    policy_steps: many\n", "loop.prompt.policy_steps"),
     "bad choice": ("guidance:\n  prompt:\n    aggregation: mean\n", "guidance.prompt.aggregation"),
-    "refit after end": ("loop:\n  summarization:\n    policy_steps: 10\n    refit_every: 5\n    refit_until: 20\n", "refit_until"),
+    "refit after end": (
+        "loop:\n  summarization:\n    policy_steps: 10\n    refit_every: 5\n    refit_until: 20\n",
+        "refit_until",
+    ),
     "rankings without file": ("guidance:\n  summarization:\n    preference: rankings\n", "rankings_file"),
     "unknown section": ("trainer:\n  lr: 1\n", "trainer"),
 }
@@ -52,7 +58,9 @@ def test_overrides_are_validated(data_root, tmp_path):
 
 
 def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
-    path = write_params(tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: out\nsampling:\n  summarization:\n    k: 1\n")
+    path = write_params(
+        tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: out\nsampling:\n  summarization:\n    k: 1\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "flows", "prepare", "--params", str(path)],
         cwd=PROJECT_ROOT,

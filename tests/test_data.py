@@ -43,7 +43,9 @@ def test_missing_data_root_names_the_fix(tmp_path):
         data.load_bbc(tmp_path)
 
 
-@pytest.mark.parametrize("dataset,n_train,n_test,n_classes", [("sst-2", 32, 1821, 2), ("agnews", 64, 7600, 4)])
+@pytest.mark.parametrize(
+    "dataset,n_train,n_test,n_classes", [("sst-2", 32, 1821, 2), ("agnews", 64, 7600, 4)]
+)
 def test_few_shot_splits(data_root, dataset, n_train, n_test, n_classes):
     train = data.load_fsc(data_root, dataset, 13, "train")
     test = data.load_fsc(data_root, dataset, 13, "test")

@@ -149,3 +149,44 @@ def test_exactly_one_source_form_is_required(tiny, sources):
     live, cached = sources
     with pytest.raises(ValueError, match="exactly one"):
         generate_greedy(model, tokenizer, attention_mask=live["attention_mask"])
+
+
+def test_helpers_work_with_a_t5_style_model():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from components.models import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny")
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    model = T5ForConditionalGeneration(config).eval()
+    assert source_prefix(model) == "summarize: "
+    live = tokenize_sources(tokenizer, TEXTS, max_length=16, prefix=source_prefix(model))
+    cached = encode_sources(
+        model.get_encoder(), tokenizer, TEXTS, max_length=16, prefix=source_prefix(model), dtype=torch.float32
+    )
+    a = generate_greedy(model, tokenizer, input_ids=live["input_ids"], attention_mask=live["attention_mask"])
+    b = generate_greedy(model, tokenizer, encoder_hidden=cached.hidden, attention_mask=cached.attention_mask)
+    assert torch.equal(a.labels, b.labels)
+    # T5's start token equals pad: log-probs must still match a plain forward pass with every position seen.
+    lp = sequence_log_probs(
+        model, a.labels, a.mask, encoder_hidden=cached.hidden, attention_mask=cached.attention_mask
+    )
+    with torch.no_grad():
+        full = model(
+            input_ids=live["input_ids"],
+            attention_mask=live["attention_mask"],
+            decoder_input_ids=torch.cat([torch.zeros_like(a.labels[:, :1]), a.labels[:, :-1]], dim=1),
+        ).logits.log_softmax(-1)
+    expected = full.gather(-1, a.labels.unsqueeze(-1)).squeeze(-1) * a.mask
+    assert torch.allclose(lp.logp, expected, atol=1e-5)

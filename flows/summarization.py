@@ -1,0 +1,513 @@
+"""Summarization recipes: warm start, the alternating guidance/policy loop and its baselines, evaluation.
+
+Layout under runs/summarization/ (DVC outputs):
+  encoder_cache/{split}.pt          frozen-encoder states, shared by sampling, training and guidance
+  warmstart/                        MLE warm start every method starts from
+  {method}/iter-{i}/policy/         policy after iteration i
+  {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
+  {method}/iter-{i}/state.json      iteration metrics + input fingerprint; written last
+An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
+so a killed run resumes from its last complete iteration.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import torch
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from components import data
+from components.encoder_cache import EncodedSources, encode_sources
+from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.lead_baseline import lead_summaries
+from components.models import ModelSpec, load_model, load_tokenizer
+from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.preferences import RankedList, load_ranked_lists, make_preference, rank_candidates
+from components.reward_model import TokenRewardModel
+from components.rouge import compute_rouge, rouge_per_example
+from components.seq2seq_policy import (
+    encode_targets,
+    freeze_encoder,
+    generate_greedy,
+    sample_k,
+    tokenize_sources,
+)
+from flows.checkpoints import (
+    is_complete,
+    load_guidance,
+    load_policy,
+    read_state,
+    save_guidance,
+    save_policy,
+)
+from flows.common import CONTENT_CACHE, PhaseTimer, apply_runtime, atomic_write_json, content_hash, seed_everything
+from flows.config import Config
+from flows.prepare import summarization_dir
+from flows.tracking import pipeline_run
+
+TASK = "summarization"
+PREFERENCE_NAMES = {"rouge": "rouge", "embedding": "embedding", "meteor": "meteor"}
+
+
+def runs_dir(config: Config) -> Path:
+    return config.runtime.runs_dir / TASK
+
+
+def metrics_dir(config: Config) -> Path:
+    return config.runtime.runs_dir.parent / "metrics" / TASK
+
+
+def split_file(config: Config, split: str) -> Path:
+    return summarization_dir(config) / f"{split}.jsonl"
+
+
+def cache_file(config: Config, split: str) -> Path | None:
+    if not config.models.summarization.freeze_encoder:
+        return None
+    return runs_dir(config) / "encoder_cache" / f"{split}.pt"
+
+
+def _load_sources(config: Config, split: str, tokenizer) -> EncodedSources | dict:
+    """Cached encoder states when the encoder is frozen, else token ids for a live encoder."""
+    cached = cache_file(config, split)
+    if cached is not None:
+        return EncodedSources.load(cached)
+    examples = data.read_summaries(split_file(config, split))
+    return dict(
+        tokenize_sources(
+            tokenizer,
+            [e.source for e in examples],
+            config.sampling.summarization.max_source_tokens,
+            config.models.summarization.source_prefix,
+        )
+    )
+
+
+def _train_config(config: Config, method: str, steps: int, lr: float, seed: int) -> PolicyTrainConfig:
+    policy, sampling = config.policy.summarization, config.sampling.summarization
+    return PolicyTrainConfig(
+        method=method,
+        steps=steps,
+        lr=lr,
+        batch_size=policy.batch_size,
+        grad_clip=policy.grad_clip,
+        reinforce_coef=policy.seqpg_coef if method == "seqpg" else policy.reinforce_coef,
+        entropy_coef=policy.entropy_coef if method == "pgg" else 0.0,
+        k=sampling.k,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        temperature=sampling.temperature,
+        max_new_tokens=sampling.max_target_tokens,
+        seed=seed,
+    )
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+@task(cache_policy=CONTENT_CACHE, persist_result=True, retries=1)
+def encode_split(split_path: Path, out: str, models, sampling) -> Path:
+    """Run the frozen encoder once over a split and store its states. (Outputs are passed as str:
+    the cache key hashes Path arguments by content, and an output's content is not an input.)"""
+    tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
+    examples = data.read_summaries(split_path)
+    encoded = encode_sources(
+        model.get_encoder(),
+        tokenizer,
+        [e.source for e in examples],
+        max_length=sampling.max_source_tokens,
+        prefix=models.source_prefix,
+    )
+    encoded.save(out)
+    return Path(out)
+
+
+@task(cache_policy=CONTENT_CACHE, persist_result=True)
+def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int) -> Path:
+    """MLE fine-tuning from the pretrained weights: the shared starting point of every method."""
+    seed_everything(seed)
+    tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
+    if models.freeze_encoder:
+        freeze_encoder(model)
+    examples = data.read_summaries(train_path)
+    sources = (
+        EncodedSources.load(encoder_cache)
+        if encoder_cache
+        else dict(tokenize_sources(tokenizer, [e.source for e in examples], sampling.max_source_tokens, models.source_prefix))
+    )
+    labels, mask = encode_targets(tokenizer, [e.target for e in examples], sampling.max_target_tokens, model)
+    train_cfg = PolicyTrainConfig(
+        method="mle", steps=policy.warmstart_steps, lr=policy.warmstart_lr, batch_size=policy.batch_size, seed=seed
+    )
+    history = train_policy(model, tokenizer, sources, labels, mask, train_cfg)
+    tail = history[-20:] or [{"loss": float("nan"), "seconds": 0.0}]
+    state = {
+        "steps": len(history),
+        "final_loss": sum(h["loss"] for h in tail) / len(tail),
+        "seconds": sum(h["seconds"] for h in history),
+    }
+    return save_policy(model, tokenizer, Path(out), state)
+
+
+@task(cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="sample-and-rank-iter{iteration}")
+def sample_and_rank(
+    policy_dir: Path, train_path: Path, encoder_cache: Path | None, sampling, guidance, frozen: bool, seed: int, iteration: int
+) -> list[RankedList]:
+    """K samples per article from the current policy, scored by the sequence-level preference."""
+    if guidance.preference == "rankings":
+        return load_ranked_lists(guidance.rankings_file)
+    tokenizer, model = load_policy(policy_dir, frozen)
+    examples = data.read_summaries(train_path)
+    generator = torch.Generator().manual_seed(seed * 1000 + iteration)
+    chosen = torch.randperm(len(examples), generator=generator)[: sampling.articles_per_iteration]
+    sources = EncodedSources.load(encoder_cache) if encoder_cache else None
+    candidates: list[list[str]] = []
+    for start in range(0, len(chosen), 32):
+        rows = chosen[start : start + 32]
+        if sources is not None:
+            part = sources.select(rows)
+            kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
+        else:
+            kwargs = dict(tokenize_sources(tokenizer, [examples[int(i)].source for i in rows], sampling.max_source_tokens))
+        out = sample_k(
+            model,
+            tokenizer,
+            **kwargs,
+            k=sampling.k,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            temperature=sampling.temperature,
+            max_new_tokens=sampling.max_target_tokens,
+            seed=seed * 1000 + iteration * 100 + start,
+        )
+        candidates += [out.texts[j : j + sampling.k] for j in range(0, len(out.texts), sampling.k)]
+    picked = [examples[int(i)] for i in chosen]
+    preference = make_preference(PREFERENCE_NAMES[guidance.preference])
+    return rank_candidates(preference, [e.source for e in picked], candidates, [e.target for e in picked])
+
+
+def _reward_model(models, guidance, previous: Path | None):
+    if previous is not None and guidance.refit == "warm":
+        model = load_guidance(previous, freeze_backbone=guidance.freeze_backbone)
+        tokenizer = load_tokenizer(models.reward_backbone)
+    else:
+        tokenizer, model = TokenRewardModel.from_spec(
+            ModelSpec(models.reward_backbone, "seq2seq", models.reward_decoder_layers),
+            head_hidden=guidance.head_hidden,
+            squash=guidance.squash,
+            freeze_backbone=guidance.freeze_backbone,
+        )
+    if models.freeze_encoder:  # the source side stays the pretrained encoder; decoder and head learn
+        model.backbone.get_encoder().requires_grad_(False)
+    return tokenizer, model
+
+
+@task(task_run_name="fit-guidance-iter{iteration}")
+def fit_guidance(
+    lists: list[RankedList], previous: Path | None, out: Path, models, guidance, sampling, seed: int, iteration: int
+) -> dict:
+    """Learn token rewards whose aggregate orders each list of K like the preference does."""
+    tokenizer, model = _reward_model(models, guidance, previous)
+    trainer = GuidanceTrainer(
+        model,
+        tokenizer,
+        GuidanceConfig(
+            loss=guidance.loss,
+            aggregation=guidance.aggregation,
+            tau=guidance.tau,
+            lr=guidance.lr,
+            epochs=guidance.epochs,
+            batch_size=guidance.batch_size,
+            val_fraction=guidance.val_fraction,
+            patience=guidance.patience,
+            seed=seed * 1000 + iteration,
+            max_length=sampling.max_target_tokens,
+            max_source_length=sampling.max_source_tokens,
+        ),
+    )
+    report = trainer.fit(lists).as_dict()
+    save_guidance(model, out, {"iteration": iteration, **report})
+    return report
+
+
+@torch.no_grad()
+def reference_token_rewards(reward_model, labels, mask, sources, chunk: int = 64) -> torch.Tensor:
+    """Guidance rewards r_t for every reference token. The eos token, which the guidance never sees
+    in training, gets its sequence's mean reward."""
+    eos_position = mask.sum(dim=1).long() - 1
+    body_mask = mask.clone()
+    body_mask[torch.arange(len(mask)), eos_position] = 0
+    out = torch.zeros_like(mask)
+    for start in range(0, len(labels), chunk):
+        rows = torch.arange(start, min(start + chunk, len(labels)))
+        kwargs = _reward_source_kwargs(sources, rows)
+        rewards = reward_model(labels[rows], body_mask[rows].long(), **kwargs)
+        mean = rewards.sum(dim=1) / body_mask[rows].sum(dim=1).clamp(min=1)
+        rewards[torch.arange(len(rows)), eos_position[rows]] = mean
+        out[rows] = rewards * mask[rows]
+    return out
+
+
+def _reward_source_kwargs(sources, rows) -> dict:
+    if isinstance(sources, EncodedSources):
+        part = sources.select(rows)
+        return {"encoder_hidden_states": part.hidden.float(), "source_attention_mask": part.attention_mask}
+    mask = sources["attention_mask"][rows]
+    return {"source_ids": sources["input_ids"][rows], "source_attention_mask": mask}
+
+
+@task(task_run_name="train-{method}-iter{iteration}")
+def train_iteration(
+    method: str, iteration: int, start_policy: Path, guidance_dir: Path | None, out: Path, config: Config, steps: int
+) -> dict:
+    """``steps`` policy updates of ``method`` from ``start_policy``; saves the new policy to ``out``."""
+    frozen = config.models.summarization.freeze_encoder
+    tokenizer, model = load_policy(start_policy, frozen)
+    examples = data.read_summaries(split_file(config, "train"))
+    sources = _load_sources(config, "train", tokenizer)
+    labels, mask = encode_targets(
+        tokenizer, [e.target for e in examples], config.sampling.summarization.max_target_tokens, model
+    )
+    seed = config.runtime.seed * 1000 + iteration
+    token_rewards, guidance_fn, first_weights = None, None, float("nan")
+    if method == "pgg":
+        reward_model = load_guidance(guidance_dir, freeze_backbone=True)
+        token_rewards = reference_token_rewards(reward_model, labels, mask, sources)
+        weights = token_rewards / token_rewards.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        first_weights = float(weights[:, :3].mean())
+
+        def guidance_fn(sample_labels, sample_mask, source_kwargs):
+            kwargs = (
+                {"encoder_hidden_states": source_kwargs["encoder_hidden"].float()}
+                if "encoder_hidden" in source_kwargs
+                else {"source_ids": source_kwargs["input_ids"]}
+            )
+            return reward_model(sample_labels, sample_mask.long(), source_attention_mask=source_kwargs["attention_mask"], **kwargs)
+
+    def rouge_reward(texts: list[str], refs: list[str]) -> torch.Tensor:
+        scores = rouge_per_example(texts, refs)
+        return torch.tensor([(s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3 for s in scores])
+
+    lr = config.policy.summarization.lr
+    history = train_policy(
+        model,
+        tokenizer,
+        sources,
+        labels,
+        mask,
+        _train_config(config, method, steps, lr, seed),
+        token_rewards=token_rewards,
+        references=[e.target for e in examples],
+        sequence_reward=rouge_reward,
+        guidance=guidance_fn,
+    )
+    stats = {
+        "policy_loss": sum(h["loss"] for h in history) / max(len(history), 1),
+        "first_token_weight": first_weights,
+        "seconds_per_step": sum(h["seconds"] for h in history) / max(len(history), 1),
+    }
+    save_policy(model, tokenizer, out, {"method": method, "iteration": iteration, **stats})
+    return stats
+
+
+@task(task_run_name="evaluate-{split}")
+def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: int = 8) -> dict:
+    """Greedy decoding on a split; ROUGE-1/2/L/Lsum F1 in percent plus a few example outputs."""
+    frozen = config.models.summarization.freeze_encoder
+    tokenizer, model = load_policy(policy_dir, frozen)
+    examples = data.read_summaries(split_file(config, split))
+    limit = config.eval.summarization.max_examples
+    examples = examples[:limit] if limit else examples
+    sources = _load_sources(config, split, tokenizer)
+    batch = config.eval.summarization.batch_size
+    predictions: list[str] = []
+    for start in range(0, len(examples), batch):
+        rows = torch.arange(start, min(start + batch, len(examples)))
+        if isinstance(sources, EncodedSources):
+            part = sources.select(rows)
+            kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
+        else:
+            kwargs = {"attention_mask": sources["attention_mask"][rows], "input_ids": sources["input_ids"][rows]}
+        predictions += generate_greedy(
+            model, tokenizer, **kwargs, max_new_tokens=config.sampling.summarization.max_target_tokens
+        ).texts
+    scores = {k: 100 * v for k, v in compute_rouge(predictions, [e.target for e in examples]).items()}
+    samples = [
+        {"id": e.id, "reference": e.target, "prediction": p} for e, p in zip(examples[:n_examples], predictions, strict=False)
+    ]
+    return {"rouge": scores, "n": len(examples), "samples": samples}
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+
+@flow(name="summarization-warmstart")
+def warmstart_flow(config: Config) -> Path:
+    """Encoder cache (if the encoder is frozen) and the shared MLE warm start."""
+    apply_runtime(config.runtime)
+    models, sampling = config.models.summarization, config.sampling.summarization
+    caches = {}
+    for split in data.SPLITS:
+        target = cache_file(config, split)
+        if target is not None:
+            caches[split] = encode_split.with_options(refresh_cache=not target.exists())(
+                split_file(config, split), str(target), models, sampling
+            )
+    out = runs_dir(config) / "warmstart"
+    return warm_start.with_options(refresh_cache=not is_complete(out))(
+        split_file(config, "train"),
+        caches.get("train"),
+        str(out),
+        models,
+        config.policy.summarization,
+        sampling,
+        config.runtime.seed,
+    )
+
+
+def _fingerprint(config: Config, method: str, warm: Path) -> str:
+    """What an iteration's result depends on; a complete iteration with another fingerprint is stale."""
+    sections = [config.models.summarization, config.policy.summarization, config.loop.summarization]
+    if method in ("pgg", "seqpg"):
+        sections.append(config.sampling.summarization)
+    if method == "pgg":
+        sections.append(config.guidance.summarization)
+    weights = sorted(Path(warm).glob("*.safetensors"))  # not state.json: it holds wall-clock seconds
+    return content_hash(method, config.runtime.seed, weights, *sections)
+
+
+@flow(name="summarization-align")
+def align_flow(config: Config, method: str) -> list[dict]:
+    """The loop for one method. pgg: sample -> rank -> fit guidance -> weighted MLE -> evaluate."""
+    apply_runtime(config.runtime)
+    warm = warmstart_flow(config)
+    loop = config.loop.summarization
+    method_dir = runs_dir(config) / method
+    method_dir.mkdir(parents=True, exist_ok=True)
+    run_id_file = method_dir / "mlflow_run_id"
+    previous_run = run_id_file.read_text().strip() if run_id_file.exists() else None
+    fingerprint = _fingerprint(config, method, warm)
+    frozen = config.models.summarization.freeze_encoder
+    rows: list[dict] = []
+    policy_dir, guidance_dir = warm, None
+
+    with pipeline_run(config, TASK, method, extra_tags={"resumed_from": previous_run or ""}) as run:
+        run_id_file.write_text(run.info.run_id)
+        for iteration in range(1, loop.iterations + 1):
+            fingerprint = content_hash(fingerprint, iteration)
+            iter_dir = method_dir / f"iter-{iteration}"
+            if is_complete(iter_dir) and read_state(iter_dir).get("fingerprint") == fingerprint:
+                row = read_state(iter_dir)["metrics"]  # resume: this iteration is already done
+                policy_dir = iter_dir / "policy"
+                guidance_dir = iter_dir / "guidance" if (iter_dir / "guidance").exists() else guidance_dir
+                rows.append(row)
+                mlflow.log_metrics(row, step=iteration)
+                continue
+            shutil.rmtree(iter_dir, ignore_errors=True)
+            timer = PhaseTimer()
+            row: dict[str, float] = {}
+            first_step = (iteration - 1) * loop.refit_every
+            if method == "pgg" and (guidance_dir is None or first_step < loop.refit_until):
+                with timer.phase("sample"):
+                    lists = sample_and_rank.with_options(refresh_cache=False)(
+                        policy_dir,
+                        split_file(config, "train"),
+                        cache_file(config, "train"),
+                        config.sampling.summarization,
+                        config.guidance.summarization,
+                        frozen,
+                        config.runtime.seed,
+                        iteration,
+                    )
+                    row["preference/mean_score"] = sum(sum(x.scores) / len(x.scores) for x in lists) / len(lists)
+                with timer.phase("guidance"):
+                    report = fit_guidance(
+                        lists,
+                        guidance_dir,
+                        iter_dir / "guidance",
+                        config.models.summarization,
+                        config.guidance.summarization,
+                        config.sampling.summarization,
+                        config.runtime.seed,
+                        iteration,
+                    )
+                guidance_dir = iter_dir / "guidance"
+                row.update(
+                    {
+                        "guidance/train_loss": report["train_loss"],
+                        "guidance/val_loss": report["val_loss"],
+                        "guidance/pairwise_accuracy": report["val_pairwise_accuracy"],
+                        "guidance/kendall_tau": report["val_kendall_tau"],
+                    }
+                )
+            steps = min(loop.refit_every, loop.policy_steps - first_step)
+            with timer.phase("train"):
+                stats = train_iteration(method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps)
+            policy_dir = iter_dir / "policy"
+            with timer.phase("evaluate"):
+                evaluation = evaluate_policy(policy_dir, "validation", config)
+            row["policy/loss"] = stats["policy_loss"]
+            if method == "pgg":
+                row["policy/first_token_weight"] = stats["first_token_weight"]
+            row.update({f"val/{k}": v for k, v in evaluation["rouge"].items()})
+            row.update({f"seconds/{k}": v for k, v in timer.seconds.items()})
+            row = {k: float(v) for k, v in row.items() if v == v}  # drop NaN
+            mlflow.log_metrics(row, step=iteration)
+            atomic_write_json(iter_dir / "state.json", {"fingerprint": fingerprint, "metrics": row})
+            rows.append(row)
+        curve = [{"iteration": i + 1, **r} for i, r in enumerate(rows)]
+        atomic_write_json(method_dir / "curve.json", curve)
+        mlflow.log_dict({"iterations": curve}, "curve.json")
+    return rows
+
+
+def final_policy(config: Config, method: str) -> Path:
+    if method == "warmstart":
+        return runs_dir(config) / "warmstart"
+    return runs_dir(config) / method / f"iter-{config.loop.summarization.iterations}" / "policy"
+
+
+@flow(name="summarization-evaluate")
+def evaluate_flow(config: Config, method: str) -> dict:
+    """Test-set ROUGE of a method's final policy (or of the lead-k baseline) into metrics/summarization/."""
+    apply_runtime(config.runtime)
+    examples = data.read_summaries(split_file(config, "test"))
+    limit = config.eval.summarization.max_examples
+    examples = examples[:limit] if limit else examples
+    if method == "lead":
+        k = config.eval.summarization.lead_k
+        predictions = lead_summaries([e.source for e in examples], k)
+        scores = {key: 100 * v for key, v in compute_rouge(predictions, [e.target for e in examples]).items()}
+        result = {"rouge": scores, "n": len(examples), "samples": []}
+    else:
+        result = evaluate_policy(final_policy(config, method), "test", config)
+    metrics = {f"test_{key}": round(value, 3) for key, value in result["rouge"].items()}
+    metrics["n_test"] = result["n"]
+    atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
+    run_id_file = runs_dir(config) / method / "mlflow_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    with pipeline_run(config, TASK, method, run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k != "n_test"})
+        if result["samples"]:
+            mlflow.log_table({key: [s[key] for s in result["samples"]] for key in result["samples"][0]}, "test_samples.json")
+    create_markdown_artifact(
+        key=f"summarization-{method}-test".replace("_", "-"),
+        markdown=f"### {method}: test ROUGE\n\n" + "\n".join(f"- {k}: {v}" for k, v in metrics.items()),
+    )
+    return metrics
+
+
+@flow(name="summarization")
+def summarization_pipeline(config: Config) -> dict:
+    """Everything, in order: warm start, each method's loop, test evaluation (deployments run this)."""
+    warmstart_flow(config)
+    results = {}
+    for method in config.loop.methods:
+        align_flow(config, method)
+    for method in ("lead", "warmstart", *config.loop.methods):
+        results[method] = evaluate_flow(config, method)
+    return results

@@ -1,0 +1,116 @@
+"""The summarization loop end to end with tiny models, real Prefect (test server) and real MLflow (sqlite)."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+from flows import summarization as s
+from flows.checkpoints import CheckpointError, load_policy
+from flows.config import load_params
+from flows.prepare import prepare
+from tests.conftest import write_params
+
+TINY = """
+data:
+  root: {root}
+  prepared_dir: {tmp}/data
+  summarization: {{max_train_examples: 24, max_eval_examples: 6}}
+models:
+  summarization: {{policy: tiny, reward_backbone: tiny, decoder_layers: null, reward_decoder_layers: null}}
+sampling:
+  summarization: {{articles_per_iteration: 10, max_source_tokens: 24, max_target_tokens: 6}}
+guidance:
+  summarization: {{epochs: 2, head_hidden: 16, freeze_backbone: false, lr: 0.001, val_fraction: 0.3, preference: embedding}}
+policy:
+  summarization: {{warmstart_steps: 2, batch_size: 4}}
+loop:
+  summarization: {{policy_steps: 4, refit_every: 2, refit_until: 2}}
+runtime: {{runs_dir: {tmp}/runs}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory, data_root, prefect_server):
+    tmp = tmp_path_factory.mktemp("summ")
+    config = load_params(write_params(tmp, TINY.format(root=data_root, tmp=tmp)))
+    prepare(config)
+    return config
+
+
+def _task_states(flow_state) -> dict[str, str]:
+    """Task name -> final state name, for a flow run and its subflows."""
+    top = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[top]))
+        )
+        ids = [top, *(run.id for run in children)]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def test_pgg_loop_logs_every_iteration_and_checkpoints(tiny_config, mlflow_uri):
+    rows = s.align_flow(tiny_config, "pgg")
+    assert len(rows) == 2
+    method_dir = s.runs_dir(tiny_config) / "pgg"
+    for i in (1, 2):
+        assert (method_dir / f"iter-{i}/policy/state.json").exists()
+        assert json.loads((method_dir / f"iter-{i}/state.json").read_text())["metrics"]["val/rougeL"] >= 0
+    assert (method_dir / "iter-1/guidance/state.json").exists()  # refit at step 0 only (refit_until 2)
+    assert not (method_dir / "iter-2/guidance").exists()
+
+    client = MlflowClient(mlflow_uri)
+    run_id = (method_dir / "mlflow_run_id").read_text()
+    history = client.get_metric_history(run_id, "val/rougeL")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "guidance/pairwise_accuracy")] == [1]
+    run = client.get_run(run_id)
+    assert run.data.tags["method"] == "pgg" and run.data.tags["params_hash"] == tiny_config.digest()
+    assert run.data.params["guidance.summarization.aggregation"] == "avg"
+
+
+def test_rerun_hits_cache_for_warmstart_and_sampling(tiny_config, mlflow_uri):
+    s.align_flow(tiny_config, "pgg")
+    method_dir = s.runs_dir(tiny_config) / "pgg"
+    for i in (1, 2):  # throw the loop's results away; the inputs stay the same
+        (method_dir / f"iter-{i}/state.json").unlink()
+    state = s.align_flow(tiny_config, "pgg", return_state=True)
+    states = _task_states(state)
+    assert states["warm_start"] == "Cached"
+    assert states["sample-and-rank"] == "Cached"
+    assert states["train-pgg"] == "Completed"
+
+
+def test_resume_skips_complete_iterations_and_matches(tiny_config, mlflow_uri):
+    first = s.align_flow(tiny_config, "mle")
+    method_dir = s.runs_dir(tiny_config) / "mle"
+    iter1 = (method_dir / "iter-1/policy/model.safetensors").stat().st_mtime_ns
+    (method_dir / "iter-2/state.json").unlink()  # as if killed during iteration 2
+    second = s.align_flow(tiny_config, "mle")
+    assert (method_dir / "iter-1/policy/model.safetensors").stat().st_mtime_ns == iter1
+    assert second[-1]["val/rougeL"] == pytest.approx(first[-1]["val/rougeL"])
+    assert second[-1]["policy/loss"] == pytest.approx(first[-1]["policy/loss"], rel=1e-5)
+
+
+def test_evaluate_writes_metrics_for_methods_and_lead(tiny_config, mlflow_uri):
+    s.align_flow(tiny_config, "seqpg")
+    for method in ("lead", "seqpg"):
+        metrics = s.evaluate_flow(tiny_config, method)
+        saved = json.loads((s.metrics_dir(tiny_config) / f"{method}.json").read_text())
+        assert saved == metrics and saved["n_test"] == 6 and 0 <= saved["test_rougeL"] <= 100
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+    with pytest.raises(CheckpointError, match="missing or incomplete"):
+        load_policy(tmp_path / "nothing", frozen_encoder=True)
+    warm = s.warmstart_flow(tiny_config)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in warm.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_policy(broken, frozen_encoder=True)

@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from components.models import ModelSpec, load_model
+from components.task_models import (
+    MaskedLMTaskModel,
+    PromptError,
+    PrototypeTaskModel,
+    VerbalizerError,
+    build_task_model,
+    template_for,
+    verbalizers_for,
+)
+
+TEXTS = ["a wonderful , moving film .", "dull , tedious and lifeless .", "charming and funny", "badly acted"]
+
+
+@pytest.fixture(scope="module")
+def tiny_prototype():
+    tokenizer, encoder = load_model(ModelSpec("tiny", "encoder"))
+    return PrototypeTaskModel(tokenizer, encoder, verbalizers_for("sst-2"))
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm():
+    return load_model(ModelSpec("tiny", "masked_lm"))
+
+
+def test_prototype_cached_and_uncached_scores_are_equal(tiny_prototype):
+    prompts = ["it was", "the movie is really"]
+    cached = tiny_prototype.class_probs(prompts, tiny_prototype.encode_inputs(TEXTS))
+    uncached = tiny_prototype.class_probs(prompts, TEXTS)
+    assert cached.shape == (2, 4, 2)
+    assert torch.allclose(cached.sum(-1), torch.ones(2, 4))
+    assert torch.allclose(cached, uncached, atol=1e-6)
+    assert not torch.allclose(cached[0], cached[1])  # the prompt changes the scores
+
+
+def test_prototype_embeddings_keep_input_order(tiny_prototype):
+    together = tiny_prototype.embed(TEXTS)
+    one_by_one = torch.cat([tiny_prototype.embed([t]) for t in TEXTS])
+    assert torch.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_empty_or_special_only_prompt_is_rejected_but_no_prompt_baseline_works(tiny_prototype, tiny_mlm):
+    for prompt in ["", "   ", "[PAD] [PAD]", "[CLS][SEP]"]:
+        with pytest.raises(PromptError, match="empty or only special tokens"):
+            tiny_prototype.class_probs([prompt], TEXTS)
+    mlm = MaskedLMTaskModel(*tiny_mlm, verbalizers_for("sst-2"), template_for("sst-2"))
+    with pytest.raises(PromptError, match="no_prompt_class_probs"):
+        mlm.class_probs(["[PAD]"], TEXTS)
+    assert tiny_prototype.no_prompt_class_probs(TEXTS).shape == (1, 4, 2)
+    assert mlm.no_prompt_class_probs(TEXTS).shape == (1, 4, 2)
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown dataset 'imdb'.*agnews"):
+        verbalizers_for("imdb")
+    with pytest.raises(ValueError, match="unknown dataset 'imdb'"):
+        build_task_model("tiny", "imdb")
+
+
+def test_masked_lm_task_model_with_tiny_random_model(tiny_mlm):
+    tokenizer, model = tiny_mlm
+    sentiment = MaskedLMTaskModel(tokenizer, model, verbalizers_for("sst-2"), template_for("sst-2"))
+    encoded = sentiment.encode_inputs(["a fine film ."])
+    assert tokenizer.decode(sentiment.sequence_ids("it was", encoded.data[0])) == (
+        "[CLS] a fine film. it was [MASK]. [SEP]"
+    )
+    assert sentiment.verbalizer_ids.tolist() == tokenizer.convert_tokens_to_ids(["terrible", "great"])
+    probs = sentiment.class_probs(["it was", "so very"], TEXTS)
+    assert probs.shape == (2, 4, 2) and torch.allclose(probs.sum(-1), torch.ones(2, 4))
+    assert torch.allclose(probs, sentiment.class_probs(["it was", "so very"], sentiment.encode_inputs(TEXTS)))
+    # The probabilities are a softmax over the verbalizer logits at the mask.
+    ids = torch.tensor([sentiment.sequence_ids("it was", sentiment.encode_inputs(TEXTS[:1]).data[0])])
+    logits = model(input_ids=ids).logits[0, ids[0].tolist().index(tokenizer.mask_token_id)]
+    assert torch.allclose(probs[0, 0], torch.softmax(logits[sentiment.verbalizer_ids], -1), atol=1e-5)
+
+    topic = MaskedLMTaskModel(tokenizer, model, verbalizers_for("agnews"), template_for("agnews"))
+    encoded = topic.encode_inputs(["stocks fell today"])
+    assert (
+        tokenizer.decode(topic.sequence_ids("news :", encoded.data[0]))
+        == "[CLS] [MASK] news : stocks fell today [SEP]"
+    )
+    assert topic.class_probs(["news :"], TEXTS).shape == (1, 4, 4)
+
+
+def test_masked_lm_long_input_keeps_the_mask(tiny_mlm):
+    task = MaskedLMTaskModel(*tiny_mlm, verbalizers_for("sst-2"), template_for("sst-2"), max_input_tokens=8)
+    probs = task.class_probs(["it was"], ["word " * 600])
+    assert probs.shape == (1, 1, 2)
+
+
+def test_verbalizer_that_is_not_a_single_token_is_rejected(tiny_mlm):
+    with pytest.raises(VerbalizerError, match="'supercalifragilistic' is not a single token"):
+        MaskedLMTaskModel(*tiny_mlm, ["great", "supercalifragilistic"], template_for("sst-2"))
+
+
+def test_bpe_tokenizer_segments_match_whole_string_and_verbalizers_take_the_space():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = ["it was great . it was terrible . a fine film . the movie was great"] * 10
+    bpe.train_from_iterator(
+        corpus, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    task = MaskedLMTaskModel(tokenizer, BertForMaskedLM(config), ["terrible", "great"], template_for("sst-2"))
+    assert tokenizer.convert_ids_to_tokens(task.verbalizer_ids.tolist()) == ["Ġterrible", "Ġgreat"]
+    ids = task.sequence_ids("the movie was", task.encode_inputs(["a fine film"]).data[0])
+    assert ids == tokenizer("a fine film the movie was <mask> .", add_special_tokens=False)["input_ids"]
+    topic = MaskedLMTaskModel(tokenizer, BertForMaskedLM(config), ["it", "the"], "{mask} {prompt} {input}")
+    # Mask first: the no-space form wins when it exists ("it"), else the spaced one ("the" is only "Ġthe").
+    assert tokenizer.convert_ids_to_tokens(topic.verbalizer_ids.tolist()) == ["it", "Ġthe"]
+    ids = topic.sequence_ids("it was", topic.encode_inputs(["a fine film"]).data[0])
+    assert ids == tokenizer("<mask> it was a fine film", add_special_tokens=False)["input_ids"]
+
+
+def test_minilm_prototype_it_was_beats_no_prompt():
+    task = build_task_model("minilm", "sst-2")
+    texts = TEXTS + ["the best movie of the year", "a complete waste of time"]
+    labels = torch.tensor([1, 0, 1, 0, 1, 0])
+    encoded = task.encode_inputs(texts)
+    with_prompt = (task.class_probs(["It was"], encoded).argmax(-1) == labels).float().mean()
+    without = (task.no_prompt_class_probs(encoded).argmax(-1) == labels).float().mean()
+    assert with_prompt == 1.0 and with_prompt > without
