@@ -36,6 +36,7 @@ class PolicyTrainConfig:
     steps: int = 100
     lr: float = 5e-5
     batch_size: int = 32
+    grad_accumulation: int = 1
     grad_clip: float = 1.0
     reinforce_coef: float = 0.0  # pgg: REINFORCE on samples with guidance token rewards; seqpg: RLOO weight
     entropy_coef: float = 0.0
@@ -49,8 +50,8 @@ class PolicyTrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.steps < 0 or self.batch_size < 1 or self.grad_accumulation < 1:
+            raise ValueError("steps must be >= 0, batch_size and grad_accumulation >= 1")
 
 
 def source_kwargs(sources: EncodedSources | dict, indices: torch.Tensor) -> dict:
@@ -105,67 +106,83 @@ def train_policy(
     history = []
     for step in range(1, config.steps + 1):
         started = time.perf_counter()
-        if cursor + config.batch_size > n:  # next epoch: reshuffle
-            order, cursor = torch.randperm(n, generator=generator), 0
-        rows = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
-        batch_sources = source_kwargs(sources, rows)
-        batch_labels, batch_mask = labels[rows], mask[rows]
-        width = max(int(batch_mask.sum(dim=1).max()), 1)
-        batch_labels, batch_mask = batch_labels[:, :width], batch_mask[:, :width]
-
-        want_entropy = config.entropy_coef > 0
-        scored = sequence_log_probs(
-            model, batch_labels, batch_mask, **batch_sources, return_entropy=want_entropy
-        )
-        stats: dict[str, float] = {}
-        if config.method == "pgg":
-            rewards = token_rewards[rows][:, :width].to(scored.logp.device)
-            loss = weighted_mle_loss(scored.logp, scored.mask, rewards)
-            stats["wmle_loss"] = loss.item()
-        else:
-            loss = mle_loss(scored.logp, scored.mask)
-            stats["mle_loss"] = loss.item()
-        if want_entropy:
-            bonus = entropy_bonus(scored.entropy, scored.mask)
-            loss = loss - config.entropy_coef * bonus
-            stats["entropy"] = bonus.item()
-
-        if needs_samples:
-            samples = sample_k(
-                model,
-                tokenizer,
-                **batch_sources,
-                k=config.k,
-                top_k=config.top_k,
-                top_p=config.top_p,
-                temperature=config.temperature,
-                max_new_tokens=config.max_new_tokens,
-                seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
-            )
-            repeated = repeat_sources(batch_sources, config.k)
-            sampled = sequence_log_probs(model, samples.labels, samples.mask, **repeated)
-            if config.method == "seqpg":
-                refs = [references[int(i)] for i in rows for _ in range(config.k)]
-                rewards = sequence_reward(samples.texts, refs).to(sampled.logp.device)
-                pg = rloo_loss(sampled.logp, sampled.mask, rewards, config.k, per_token_mean=True)
-                stats["sample_reward"] = rewards.mean().item()
-            else:
-                with torch.no_grad():
-                    sample_rewards = guidance(samples.labels, samples.mask, repeated)
-                centred = (sample_rewards - sample_rewards[samples.mask.bool()].mean()) * samples.mask
-                pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))
-            loss = loss + config.reinforce_coef * pg
-            stats["pg_loss"] = pg.item()
-
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        totals: dict[str, float] = {}
+        for _ in range(config.grad_accumulation):  # micro-batches; one optimizer step after them
+            if cursor + config.batch_size > n:  # next epoch: reshuffle
+                order, cursor = torch.randperm(n, generator=generator), 0
+            rows = order[cursor : cursor + config.batch_size]
+            cursor += config.batch_size
+            loss, stats = _batch_loss(
+                model, tokenizer, sources, labels, mask, rows, config, generator,
+                token_rewards, references, sequence_reward, guidance, needs_samples,
+            )  # fmt: skip
+            (loss / config.grad_accumulation).backward()
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value / config.grad_accumulation
+        stats = totals
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
         optimizer.step()
-        stats["loss"] = loss.item()
         stats["seconds"] = time.perf_counter() - started
         history.append(stats)
         if on_step is not None:
             on_step(step, stats)
     model.eval()
     return history
+
+
+def _batch_loss(
+    model, tokenizer, sources, labels, mask, rows, config, generator,
+    token_rewards, references, sequence_reward, guidance, needs_samples,
+) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """The loss of one batch of articles ``rows`` under ``config.method``, and its parts for logging."""
+    batch_sources = source_kwargs(sources, rows)
+    batch_labels, batch_mask = labels[rows], mask[rows]
+    width = max(int(batch_mask.sum(dim=1).max()), 1)
+    batch_labels, batch_mask = batch_labels[:, :width], batch_mask[:, :width]
+
+    want_entropy = config.entropy_coef > 0
+    scored = sequence_log_probs(
+        model, batch_labels, batch_mask, **batch_sources, return_entropy=want_entropy
+    )
+    stats: dict[str, float] = {}
+    if config.method == "pgg":
+        rewards = token_rewards[rows][:, :width].to(scored.logp.device)
+        loss = weighted_mle_loss(scored.logp, scored.mask, rewards)
+        stats["wmle_loss"] = loss.item()
+    else:
+        loss = mle_loss(scored.logp, scored.mask)
+        stats["mle_loss"] = loss.item()
+    if want_entropy:
+        bonus = entropy_bonus(scored.entropy, scored.mask)
+        loss = loss - config.entropy_coef * bonus
+        stats["entropy"] = bonus.item()
+
+    if needs_samples:
+        samples = sample_k(
+            model,
+            tokenizer,
+            **batch_sources,
+            k=config.k,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens,
+            seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+        )
+        repeated = repeat_sources(batch_sources, config.k)
+        sampled = sequence_log_probs(model, samples.labels, samples.mask, **repeated)
+        if config.method == "seqpg":
+            refs = [references[int(i)] for i in rows for _ in range(config.k)]
+            rewards = sequence_reward(samples.texts, refs).to(sampled.logp.device)
+            pg = rloo_loss(sampled.logp, sampled.mask, rewards, config.k, per_token_mean=True)
+            stats["sample_reward"] = rewards.mean().item()
+        else:
+            with torch.no_grad():
+                sample_rewards = guidance(samples.labels, samples.mask, repeated)
+            centred = (sample_rewards - sample_rewards[samples.mask.bool()].mean()) * samples.mask
+            pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))
+        loss = loss + config.reinforce_coef * pg
+        stats["pg_loss"] = pg.item()
+    stats["loss"] = loss.item()
+    return loss, stats

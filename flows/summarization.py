@@ -94,6 +94,7 @@ def _train_config(config: Config, method: str, steps: int, lr: float, seed: int)
         steps=steps,
         lr=lr,
         batch_size=policy.batch_size,
+        grad_accumulation=policy.grad_accumulation,
         grad_clip=policy.grad_clip,
         reinforce_coef=policy.seqpg_coef if method == "seqpg" else policy.reinforce_coef,
         entropy_coef=policy.entropy_coef if method == "pgg" else 0.0,
@@ -141,7 +142,13 @@ def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, p
     )
     labels, mask = encode_targets(tokenizer, [e.target for e in examples], sampling.max_target_tokens, model)
     train_cfg = PolicyTrainConfig(
-        method="mle", steps=policy.warmstart_steps, lr=policy.warmstart_lr, batch_size=policy.batch_size, seed=seed
+        method="mle",
+        steps=policy.warmstart_steps,
+        lr=policy.warmstart_lr,
+        batch_size=policy.batch_size,
+        grad_accumulation=policy.grad_accumulation,
+        grad_clip=policy.grad_clip,
+        seed=seed,
     )
     history = train_policy(model, tokenizer, sources, labels, mask, train_cfg)
     tail = history[-20:] or [{"loss": float("nan"), "seconds": 0.0}]

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from components.encoder_cache import encode_sources
+from components.models import ModelSpec, load_model
+from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.seq2seq_policy import encode_targets, freeze_encoder, tokenize_sources
+
+ARTICLES = [f"the {w} market rose sharply on monday as traders bought {w} shares" for w in
+            ("stock", "bond", "gold", "oil", "tech", "bank", "car", "food")]  # fmt: skip
+TITLES = [f"{w} prices rise" for w in ("stock", "bond", "gold", "oil", "tech", "bank", "car", "food")]
+
+
+@pytest.fixture
+def tiny():
+    tokenizer, model = load_model(ModelSpec("tiny", "seq2seq"))
+    freeze_encoder(model)
+    sources = encode_sources(model.get_encoder(), tokenizer, ARTICLES, max_length=24, dtype=torch.float32)
+    labels, mask = encode_targets(tokenizer, TITLES, 8, model)
+    return tokenizer, model, sources, labels, mask
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_mle_lowers_the_loss(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    history = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=30, lr=3e-3, batch_size=8))
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0
+
+
+def test_pgg_with_constant_rewards_is_mle(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    start = _state(model)
+    mle = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=3, lr=1e-3, batch_size=4))
+    model.load_state_dict(start)
+    pgg = train_policy(
+        model, tokenizer, sources, labels, mask,
+        PolicyTrainConfig(method="pgg", steps=3, lr=1e-3, batch_size=4),
+        token_rewards=torch.full_like(mask, 0.7) * mask,
+    )  # fmt: skip
+    assert [h["loss"] for h in pgg] == pytest.approx([h["loss"] for h in mle], rel=1e-5)
+
+
+def test_grad_accumulation_matches_one_big_batch(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    for module in model.modules():  # dropout would draw different masks for 1x8 and 2x4
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    start = _state(model)
+    config = dict(steps=3, lr=1e-3, seed=3)
+    big = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(batch_size=8, **config))
+    model.load_state_dict(start)
+    small = train_policy(
+        model, tokenizer, sources, labels, mask, PolicyTrainConfig(batch_size=4, grad_accumulation=2, **config)
+    )
+    assert big[2]["loss"] < big[0]["loss"]
+    assert [h["loss"] for h in small] == pytest.approx([h["loss"] for h in big], rel=1e-4)
+    assert small[0]["grad_norm"] == pytest.approx(big[0]["grad_norm"], rel=1e-4)
+
+
+def test_seqpg_and_live_encoder_paths(tiny):
+    tokenizer, model, _, labels, mask = tiny
+    live = dict(tokenize_sources(tokenizer, ARTICLES, 24))
+    history = train_policy(
+        model, tokenizer, live, labels, mask,
+        PolicyTrainConfig(method="seqpg", steps=2, batch_size=4, k=2, reinforce_coef=1.0, max_new_tokens=4),
+        references=TITLES, sequence_reward=lambda texts, refs: torch.rand(len(texts)),
+    )  # fmt: skip
+    assert all("pg_loss" in h and "sample_reward" in h for h in history)
+
+
+def test_missing_inputs_are_clear_errors(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    with pytest.raises(ValueError, match="token_rewards"):
+        train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(method="pgg", steps=1))
+    with pytest.raises(ValueError, match="unknown method"):
+        PolicyTrainConfig(method="ppo")
