@@ -242,64 +242,86 @@ def report(_args) -> None:
     from bench.report import markdown_table, write_section
 
     runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    rows = []
-    for r in runs:
-        for c in r["checkpoints"]:
-            rows.append(
-                [
-                    r["tag"],
-                    r["decoder_layers"],
-                    r["source_tokens"],
-                    r["lr"],
-                    "yes" if r["freeze_embeddings"] else "no",
-                    r["s_per_step"],
-                    c["step"],
-                    c["train_s"],
-                    c["rougeL"],
-                    c["rouge1"],
-                    c["rouge2"],
-                ]
-            )
+    rows = [
+        [
+            r["tag"],
+            r["decoder_layers"],
+            r["source_tokens"],
+            r["lr"],
+            r.get("threads", 2),
+            c["step"],
+            c["train_s"],
+            c.get("cpu_s", "-"),
+            c["rougeL"],
+            c["rouge1"],
+            c["rouge2"],
+            c["eval_s"],
+        ]
+        for r in runs
+        for c in r["checkpoints"]
+    ]
     lead = runs[-1]["lead"]
     body = (
-        "Frozen MiniLM encoder (cached states), MiniLM-initialised decoder with new cross-attention, "
-        f"MLE on BBC titles (targets <= {runs[-1]['target_tokens']} tokens), batch {runs[-1]['batch_size']}, "
-        "AdamW, 20 warm-up steps then constant lr, grad clip 1. Greedy ROUGE F1 x100 on "
-        f"{EVAL_ARTICLES} held-out articles (validation split). Baseline on the same articles: "
+        "Frozen MiniLM encoder (cached states, 128 source tokens), MiniLM-initialised BERT decoder with new "
+        f"cross-attention, MLE on BBC titles (<= {runs[-1]['target_tokens']} target tokens), batch "
+        f"{runs[-1]['batch_size']}, AdamW, 20 warm-up steps then constant lr, grad clip 1. Greedy ROUGE F1 x100 on "
+        f"{EVAL_ARTICLES} held-out articles (validation split of components.data). Baseline on the same articles: "
         + ", ".join(f"lead-{x['k']} ROUGE-L {x['rougeL']}" for x in lead)
-        + ".\n\n"
+        + ".\n\n**Load caveat:** the 2-core machine was shared with other jobs (load average 4-6) during these "
+        "runs, so wall times are 3-4x inflated; `cpu s` (process CPU time, 1 torch thread) is the steadier "
+        "cost measure.\n\n"
         + markdown_table(
             [
                 "run",
                 "dec layers",
                 "src tokens",
                 "lr",
-                "frozen emb",
-                "s/step",
+                "threads",
                 "step",
-                "train s",
+                "wall s",
+                "cpu s",
                 "R-L",
                 "R-1",
                 "R-2",
+                "eval s (100 greedy)",
             ],
             rows,
         )
     )
+    probe_path = WORK / "probe.jsonl"
+    if probe_path.exists():
+        probes = [json.loads(line) for line in probe_path.read_text().splitlines() if line.strip()]
+        body += "\n\nCost per training step (10 timed steps, 1 thread, same load):\n\n" + markdown_table(
+            ["config", "trainable params", "cpu s/step", "wall s/step (loaded)"],
+            [
+                [p["tag"], f"{p['trainable_params'] / 1e6:.1f}M", p["cpu_s_per_step"], p["s_per_step"]]
+                for p in probes
+            ],
+        )
     encodes = {r["source_tokens"]: (r["encode_s"], r["encode_n"]) for r in runs}
-    body += "\n\nEncoder cache build (once, shared by all runs): " + ", ".join(
-        f"{s} source tokens {t} s for {n} articles" for s, (t, n) in sorted(encodes.items())
+    body += (
+        "\n\nEncoder cache build (once, shared by all runs, under the same load): "
+        + ", ".join(f"{s} source tokens {t} s for {n} articles" for s, (t, n) in sorted(encodes.items()))
+        + "."
     )
-    for r in runs:
-        if "timing" in r:
-            body += (
-                f"\n\nGeneration with run {r['tag']}: K=3 samples x 256 articles (top-k 50, top-p 0.95) "
-                f"{r['timing']['sample_k3_256_s']} s; greedy on 200 articles {r['timing']['greedy_200_s']} s."
-            )
+    timing_path = WORK / "gen_timing.json"
+    if timing_path.exists():
+        t = json.loads(timing_path.read_text())
+        body += (
+            f"\n\nGeneration, 2 threads, load average {t['load_avg']:.1f}, {t['note']}: K=3 samples x 256 "
+            f"articles (top-k 50, top-p 0.95) {t['sample_k3_256_s']} s; greedy on 200 articles {t['greedy_200_s']} s."
+        )
+    body += (
+        "\n\nReading: lr 1e-3 learns about twice as fast per step as 5e-4 (ROUGE-L 18.9 vs 11.0 at step 300). "
+        "A 3-layer decoder costs the same CPU per step as 2 layers; 6 layers cost ~40% more; freezing the tied "
+        "word embeddings/output layer saves ~30% (ROUGE effect not measured). Not measured here: 256 source tokens, "
+        "more than 300 steps."
+    )
     write_section(
         "warmstart_recipe",
         "Summarization warm start on a 2-core CPU",
         body,
-        command="python bench/warmstart_recipe.py run ... (one per row); python bench/warmstart_recipe.py report",
+        command="python bench/warmstart_recipe.py run ... (one per run); python bench/warmstart_recipe.py report",
     )
 
 

@@ -5,6 +5,9 @@ sequence-level preference scores. Each step takes ``batch_size`` lists, scores a
 candidates in one forward pass, aggregates the per-token rewards to B×K sequence scores
 (``components.aggregation``) and applies a ranking loss (``components.ranking_losses``).
 
+With a frozen backbone the token states of every candidate are computed once per fit and
+each epoch only runs the head (memory: lists × K × T × hidden floats).
+
 A slice of the lists is held out: its loss drives early stopping and a ReduceLROnPlateau
 schedule, and the best epoch's weights are restored at the end. The report gives the held-out
 loss, pairwise ordering accuracy and Kendall tau of the aggregated scores against the true
@@ -39,7 +42,7 @@ class GuidanceConfig:
     loss: str = "listwise"  # listwise (Plackett-Luce) | pairwise (Bradley-Terry)
     aggregation: str = "avg"  # avg | sum | softmax | softmin
     tau: float = 2.0  # temperature of softmax/softmin aggregation
-    lr: float = 1e-4  # Adam; a head-only (frozen backbone) fit usually wants ~1e-3
+    lr: float = 1e-3  # Adam; right for a head-only fit (frozen backbone); ~5e-5 when the backbone trains
     epochs: int = 10
     batch_size: int = 8  # lists per step: one forward scores batch_size × K sequences
     val_fraction: float = 0.2  # share of lists held out for early stopping and metrics
@@ -92,7 +95,8 @@ class _Encoded:
     candidate_ids: list[list[int]]
     source_ids: list[int] | None
     scores: list[float]
-    encoder_states: torch.Tensor | None = None  # cached [S, H] when the backbone is frozen
+    # Per candidate [T_k, H]; cached once per fit when the backbone is frozen.
+    token_states: list[torch.Tensor] | None = None
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -133,12 +137,13 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask
 
 
-def _batch_scores(
-    model: TokenRewardModel, batch: list[_Encoded], pad_id: int, aggregation: str, tau: float
-) -> torch.Tensor:
-    """Aggregated scores ``[B, K]`` of a batch of equal-K lists, all B×K candidates in one forward."""
+def _batch_hidden(
+    model: TokenRewardModel, batch: list[_Encoded], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone states ``[B·K, T, H]`` and mask ``[B·K, T]`` of all candidates of equal-K lists,
+    in one batched forward; a seq2seq source is encoded once and shared by its K candidates."""
     device = _device(model)
-    b, k = len(batch), len(batch[0].candidate_ids)
+    k = len(batch[0].candidate_ids)
     ids, mask = _pad([row for item in batch for row in item.candidate_ids], pad_id)
     ids, mask = ids.to(device), mask.to(device)
     kwargs = {}
@@ -146,18 +151,28 @@ def _batch_scores(
         source_ids, source_mask = _pad([item.source_ids for item in batch], pad_id)
         source_ids, source_mask = source_ids.to(device), source_mask.to(device)
         if model.kind == "seq2seq":
-            if batch[0].encoder_states is not None:
-                states = nn.utils.rnn.pad_sequence([item.encoder_states for item in batch], batch_first=True)
-                states = states.to(device)[:, : source_ids.shape[1]]
-            else:
-                states = model.encode_source(source_ids, source_mask)
-            # Encode each source once, then share it among its K candidates.
+            states = model.encode_source(source_ids, source_mask)
             kwargs["encoder_hidden_states"] = states.repeat_interleave(k, dim=0)
         else:
             kwargs["source_ids"] = source_ids.repeat_interleave(k, dim=0)
         kwargs["source_attention_mask"] = source_mask.repeat_interleave(k, dim=0)
-    rewards = model(ids, mask, **kwargs)
-    t = ids.shape[1]
+    return model.token_hidden_states(ids, mask, **kwargs), mask
+
+
+def _batch_scores(
+    model: TokenRewardModel, batch: list[_Encoded], pad_id: int, aggregation: str, tau: float
+) -> torch.Tensor:
+    """Aggregated scores ``[B, K]`` of a batch of equal-K lists, all B×K candidates in one forward."""
+    b, k = len(batch), len(batch[0].candidate_ids)
+    if batch[0].token_states is not None:  # frozen backbone: states cached by the trainer
+        rows = [states for item in batch for states in item.token_states]
+        hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True).to(_device(model))
+        lengths = torch.tensor([len(r) for r in rows], device=hidden.device)
+        mask = (torch.arange(hidden.shape[1], device=hidden.device) < lengths[:, None]).long()
+    else:
+        hidden, mask = _batch_hidden(model, batch, pad_id)
+    rewards = model.rewards_from_hidden(hidden, mask)
+    t = mask.shape[1]
     return aggregate(rewards.view(b, k, t), mask.view(b, k, t), aggregation, tau)
 
 
@@ -253,20 +268,23 @@ class GuidanceTrainer:
             [r.source for r in lists], [r.candidates for r in lists], [r.scores for r in lists],
             self.tokenizer, cfg.max_length, cfg.max_source_length,
         )  # fmt: skip
-        if self.model.kind == "seq2seq" and self.model.freeze_backbone and encoded[0].source_ids is not None:
-            self._cache_encoder_states(encoded)
+        if self.model.freeze_backbone:
+            self._cache_token_states(encoded)
         return encoded
 
     @torch.no_grad()
-    def _cache_encoder_states(self, encoded: list[_Encoded]) -> None:
-        """A frozen encoder gives the same states every epoch: compute them once per fit."""
-        device = _device(self.model)
-        for i in range(0, len(encoded), self.config.batch_size):
-            chunk = encoded[i : i + self.config.batch_size]
-            ids, mask = _pad([item.source_ids for item in chunk], self.tokenizer.pad_token_id)
-            states = self.model.encode_source(ids.to(device), mask.to(device)).cpu()
-            for item, row, length in zip(chunk, states, mask.sum(1).tolist(), strict=True):
-                item.encoder_states = row[:length].clone()
+    def _cache_token_states(self, encoded: list[_Encoded]) -> None:
+        """A frozen backbone gives the same token states every epoch: compute them once per fit,
+        so each epoch only runs the head. Costs B·K·T·H floats of CPU memory."""
+        self.model.eval()
+        chunks = _batches(list(range(len(encoded))), lambda i: len(encoded[i].scores), self.config.batch_size)
+        for chunk in chunks:
+            batch = [encoded[i] for i in chunk]
+            hidden, mask = _batch_hidden(self.model, batch, self.tokenizer.pad_token_id)
+            hidden, lengths = hidden.float().cpu(), mask.sum(1).tolist()
+            k = len(batch[0].candidate_ids)
+            for j, item in enumerate(batch):
+                item.token_states = [hidden[j * k + c, : lengths[j * k + c]].clone() for c in range(k)]
 
     def _train(self, train: list[_Encoded], val: list[_Encoded], n_val: int, generator, on_epoch) -> dict:
         cfg, model = self.config, self.model

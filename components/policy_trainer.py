@@ -35,6 +35,7 @@ class PolicyTrainConfig:
     method: str = "mle"
     steps: int = 100
     lr: float = 5e-5
+    warmup_steps: int = 0  # linear warm-up from 0 to lr, then constant
     batch_size: int = 32
     grad_accumulation: int = 1
     grad_clip: float = 1.0
@@ -99,6 +100,7 @@ def train_policy(
     generator = torch.Generator().manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (config.warmup_steps + 1)))
     model.train()
     n = labels.shape[0]
     order = torch.randperm(n, generator=generator)
@@ -123,6 +125,7 @@ def train_policy(
         stats = totals
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
         optimizer.step()
+        warmup.step()
         stats["seconds"] = time.perf_counter() - started
         history.append(stats)
         if on_step is not None:

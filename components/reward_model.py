@@ -156,21 +156,34 @@ class TokenRewardModel(nn.Module):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        hidden = self.token_hidden_states(
+            input_ids, attention_mask, source_ids, source_attention_mask, encoder_hidden_states
+        )
+        return self.rewards_from_hidden(hidden, attention_mask)
+
+    def token_hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        source_ids: torch.Tensor | None = None,
+        source_attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Backbone states ``[N, T, H]`` of the generated tokens (the part a frozen backbone
+        makes constant, so trainers may cache it)."""
         if source_ids is not None and source_attention_mask is None:
             source_attention_mask = torch.ones_like(source_ids)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             if self.kind == "seq2seq":
-                hidden = self._seq2seq_hidden(
+                return self._seq2seq_hidden(
                     input_ids, attention_mask, source_ids, source_attention_mask, encoder_hidden_states
                 )
-            else:
-                if encoder_hidden_states is not None:
-                    raise ValueError(
-                        f"encoder_hidden_states needs a seq2seq backbone, this one is {self.kind}"
-                    )
-                hidden = self._single_stack_hidden(
-                    input_ids, attention_mask, source_ids, source_attention_mask
-                )
+            if encoder_hidden_states is not None:
+                raise ValueError(f"encoder_hidden_states needs a seq2seq backbone, this one is {self.kind}")
+            return self._single_stack_hidden(input_ids, attention_mask, source_ids, source_attention_mask)
+
+    def rewards_from_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Head and squash on backbone states ``[N, T, H]``; rewards ``[N, T]``, 0 at pads."""
         logits = self.head(hidden.to(self.head[0].weight.dtype)).squeeze(-1)
         if self.squash == "softplus":
             rewards = MIN_REWARD + F.softplus(1.0 - F.softplus(1.0 - logits))

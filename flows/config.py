@@ -65,7 +65,7 @@ class DataConfig(Section):
 
 class SummarizationModels(Section):
     policy: str = "minilm"  # minilm | tiny | any HF seq2seq name (t5-small)
-    decoder_layers: PositiveInt | None = 3  # warm starts from an encoder checkpoint only
+    decoder_layers: PositiveInt | None = 2  # warm starts from an encoder checkpoint only
     freeze_encoder: bool = True  # frozen encoder => its states are computed once and cached
     source_prefix: str = ""  # "summarize: " for T5
     reward_backbone: str = "minilm"
@@ -94,7 +94,7 @@ class SummarizationSampling(Section):
     temperature: PositiveFloat = 1.0
     max_source_tokens: PositiveInt = 128
     max_target_tokens: PositiveInt = 24
-    articles_per_iteration: PositiveInt = 256
+    articles_per_iteration: PositiveInt = 128
 
 
 class PromptSampling(Section):
@@ -146,8 +146,9 @@ class GuidanceConfig(Section):
 
 class SummarizationPolicy(Section):
     warmstart_steps: NonNegativeInt = 300
-    warmstart_lr: PositiveFloat = 2e-4
-    lr: PositiveFloat = 5e-5
+    warmstart_lr: PositiveFloat = 1e-3
+    warmup_steps: NonNegativeInt = 20  # linear lr warm-up of every policy optimizer
+    lr: PositiveFloat = 3e-4
     batch_size: PositiveInt = 32
     grad_accumulation: PositiveInt = 1
     grad_clip: PositiveFloat = 1.0
@@ -191,7 +192,7 @@ class LoopSchedule(Section):
 
 
 class LoopConfig(Section):
-    summarization: LoopSchedule = LoopSchedule()
+    summarization: LoopSchedule = LoopSchedule(policy_steps=150, refit_every=50, refit_until=100)
     prompt: LoopSchedule = LoopSchedule(policy_steps=600, refit_every=100, refit_until=400)
     methods: tuple[str, ...] = ("pgg", "mle", "seqpg")
 

@@ -8,6 +8,8 @@ from components.guidance_trainer import (
     GuidanceConfig,
     GuidanceTrainer,
     RankedList,
+    _batch_scores,
+    _Encoded,
     score_lists,
     token_rewards,
 )
@@ -107,20 +109,20 @@ def test_early_stopping_and_best_weights(tokenizer):
 def test_one_forward_per_batch_scores_all_candidates(tokenizer, monkeypatch):
     model = tiny_reward_model()
     calls = []
-    original = model.forward
+    original = model.token_hidden_states
 
-    def counting_forward(input_ids, attention_mask=None, **kwargs):
+    def counting(input_ids, attention_mask, **kwargs):
         calls.append(input_ids.shape[0])
         return original(input_ids, attention_mask, **kwargs)
 
-    monkeypatch.setattr(model, "forward", counting_forward)
+    monkeypatch.setattr(model, "token_hidden_states", counting)
     config = GuidanceConfig(epochs=1, batch_size=4, val_fraction=0.0)
     GuidanceTrainer(model, tokenizer, config).fit(marker_lists(8, k=3, seed=6))
     # one training epoch (2 batches of 4 lists × 3) + one val pass + final evaluation (2 batches each)
     assert calls == [12] * 6
 
 
-def test_frozen_seq2seq_caches_encoder_states_once_per_fit(tokenizer, monkeypatch):
+def test_frozen_backbone_states_are_computed_once_per_fit(tokenizer, monkeypatch):
     model = tiny_reward_model("seq2seq", freeze_backbone=True)
     encoder = model.backbone.get_encoder()
     encoded_rows = []
@@ -132,9 +134,18 @@ def test_frozen_seq2seq_caches_encoder_states_once_per_fit(tokenizer, monkeypatc
 
     monkeypatch.setattr(encoder, "forward", counting_encoder)
     lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
-    report = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4)).fit(lists)
+    trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
+    report = trainer.fit(lists)
     assert sum(encoded_rows) == 10  # every list's source encoded exactly once, not per epoch or candidate
     assert report.epochs_run == 3 and math.isfinite(report.val_loss)
+    # Cached states give the same scores as running the backbone.
+    cached = trainer._prepare(lists[:4])
+    assert cached[0].token_states is not None
+    fresh = [_Encoded(e.candidate_ids, e.source_ids, e.scores) for e in cached]
+    pad = tokenizer.pad_token_id
+    assert torch.allclose(
+        _batch_scores(model, cached, pad, "avg", 2.0), _batch_scores(model, fresh, pad, "avg", 2.0)
+    )
 
 
 def test_trainable_seq2seq_and_causal_with_sources_run(tokenizer):

@@ -1,0 +1,94 @@
+"""Summarization benchmark: the quick default over several seeds, ours against its baselines.
+
+    python -m bench.summarization --seeds 0 1 2
+
+Every seed runs the whole quick default (warm start, pgg, mle, seqpg, test evaluation, lead-k) in
+its own runs folder, so the methods of one seed share one warm start. Writes the "summarization"
+section of BENCHMARKS.md: test ROUGE mean ± std per method, ours − MLE per seed, wall time per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import flows  # noqa: F401  (project-local Prefect home, offline hub)
+from bench.report import markdown_table, write_section
+from flows.config import DEFAULT_PARAMS, load_params
+
+METHODS = ("pgg", "mle", "seqpg", "warmstart", "lead")
+
+
+def run_seed(params: Path, seed: int, runs_root: Path) -> dict:
+    from flows import summarization as s
+    from flows.prepare import prepare
+
+    config = load_params(params, {"runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")})
+    if not (s.split_file(config, "test")).exists():
+        prepare(config)
+    seconds = {}
+    start = time.perf_counter()
+    s.warmstart_flow(config)
+    seconds["warm start"] = time.perf_counter() - start
+    curves = {}
+    for method in config.loop.methods:
+        start = time.perf_counter()
+        curves[method] = s.align_flow(config, method)
+        seconds[method] = time.perf_counter() - start
+    start = time.perf_counter()
+    results = {method: s.evaluate_flow(config, method) for method in METHODS}
+    seconds["evaluation"] = time.perf_counter() - start
+    return {"seed": seed, "test": results, "seconds": seconds, "curves": curves}
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    parser.add_argument("--runs-root", default="runs/bench/summarization")
+    args = parser.parse_args()
+    runs_root = Path(args.runs_root)
+    seeds = [run_seed(Path(args.params), seed, runs_root) for seed in args.seeds]
+    (runs_root / "results.json").write_text(json.dumps(seeds, indent=2))
+
+    rows = []
+    for method in METHODS:
+        row = [method]
+        for key in ("test_rouge1", "test_rouge2", "test_rougeL"):
+            row.append(mean_std([r["test"][method][key] for r in seeds]))
+        rows.append(row)
+    diffs = [r["test"]["pgg"]["test_rougeL"] - r["test"]["mle"]["test_rougeL"] for r in seeds]
+    diffs_pg = [r["test"]["pgg"]["test_rougeL"] - r["test"]["seqpg"]["test_rougeL"] for r in seeds]
+    phases = list(seeds[0]["seconds"])
+    timing = [[phase, f"{statistics.mean(r['seconds'][phase] for r in seeds) / 60:.1f}"] for phase in phases]
+    total = statistics.mean(sum(r["seconds"].values()) for r in seeds) / 60
+    won = statistics.mean(diffs) >= 1.0 and statistics.mean(diffs_pg) >= 0
+    body = (
+        f"Quick default (`params.yaml`), BBC headlines, test split ({seeds[0]['test']['pgg']['n_test']} articles), "
+        f"seeds {args.seeds}. ROUGE F1 x 100, mean ± std over seeds.\n\n"
+        + markdown_table(["method", "ROUGE-1", "ROUGE-2", "ROUGE-L"], rows)
+        + "\n\nours − MLE, ROUGE-L per seed: "
+        + ", ".join(f"{d:+.2f}" for d in diffs)
+        + f" (mean {statistics.mean(diffs):+.2f}); ours − seqpg: "
+        + ", ".join(f"{d:+.2f}" for d in diffs_pg)
+        + "\n\nTarget: ours ≥ MLE + 1.0 ROUGE-L and ≥ seqpg. "
+        + ("**Met on this run.**" if won else "**Not met on this run.**")
+        + "\n\nWall time per phase (minutes, mean over seeds):\n\n"
+        + markdown_table(["phase", "minutes"], timing)
+        + f"\n\nTotal per seed: {total:.1f} min."
+    )
+    write_section("summarization", "Summarization: ours vs MLE vs sequence-level PG (quick default)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
