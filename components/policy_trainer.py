@@ -9,18 +9,30 @@
              sequence metric itself, leave-one-out baseline (RLOO): the "bandit" counterpart.
 
 Sources are either cached encoder states (frozen encoder) or token ids (encoder trains).
+
+Data parallel (optional): pass an ``accelerate.Accelerator`` and launch N processes (``accelerate launch`` /
+``torchrun``). Every process draws the same global batch, trains on its 1/N slice and the gradients are
+averaged, so the steps equal one process's steps on the whole batch (every loss is a mean over sequences).
+Sampled terms draw different samples per process than one process would: same distribution, other draws.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from components.encoder_cache import EncodedSources
-from components.policy_losses import entropy_bonus, mle_loss, rloo_loss, token_reinforce_loss, weighted_mle_loss
+from components.policy_losses import (
+    entropy_bonus,
+    mle_loss,
+    rloo_loss,
+    token_reinforce_loss,
+    weighted_mle_loss,
+)
 from components.seq2seq_policy import sample_k, sequence_log_probs
 
 METHODS = ("mle", "pgg", "seqpg")
@@ -82,11 +94,18 @@ def train_policy(
     sequence_reward: SequenceReward | None = None,
     guidance: TokenGuidance | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    accelerator=None,
 ) -> list[dict]:
     """Run ``config.steps`` optimizer steps in place; return one stats dict per step.
 
     ``token_rewards[N, T]`` (pgg) align with ``labels[N, T]``; ``references`` and ``sequence_reward``
     are needed by seqpg; ``guidance`` by pgg's optional REINFORCE term.
+
+    ``accelerator`` (an ``accelerate.Accelerator``): the model and optimizer go through its ``prepare``
+    (device, data-parallel wrapper, bf16 autocast if it was built with ``mixed_precision="bf16"``), each
+    global batch of ``batch_size`` rows is split across its processes, and the stats are averaged over
+    them, so every process returns the same history. ``on_step`` runs on the main process only. At the
+    end the model is the plain trained module again and the accelerator holds no references to it.
     """
     if config.method == "pgg" and token_rewards is None:
         raise ValueError("method pgg needs token_rewards for the references; fit the guidance first")
@@ -95,13 +114,25 @@ def train_policy(
     if config.method == "pgg" and config.reinforce_coef > 0 and guidance is None:
         raise ValueError("pgg with reinforce_coef > 0 needs the guidance model to reward samples")
     needs_samples = config.method == "seqpg" or (config.method == "pgg" and config.reinforce_coef > 0)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    if config.batch_size % processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} does not split over {processes} processes; make it a multiple"
+        )
 
-    torch.manual_seed(config.seed)  # dropout draws from the global RNG: seed it so a resumed run matches
-    generator = torch.Generator().manual_seed(config.seed)
+    # Dropout draws from the global RNG: seed it so a resumed run matches (each process its own stream).
+    torch.manual_seed(config.seed + rank)
+    generator = torch.Generator().manual_seed(config.seed)  # the same on every process: same batches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (config.warmup_steps + 1)))
-    model.train()
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / (config.warmup_steps + 1))
+    )
+    trained = model  # the module whose forward computes the loss: a data-parallel wrapper when distributed
+    if accelerator is not None:
+        trained, optimizer = accelerator.prepare(model, optimizer)
+    trained.train()
     n = labels.shape[0]
     order = torch.randperm(n, generator=generator)
     cursor = 0
@@ -110,35 +141,57 @@ def train_policy(
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for _ in range(config.grad_accumulation):  # micro-batches; one optimizer step after them
+        for micro in range(config.grad_accumulation):  # micro-batches; one optimizer step after them
             if cursor + config.batch_size > n:  # next epoch: reshuffle
                 order, cursor = torch.randperm(n, generator=generator), 0
             rows = order[cursor : cursor + config.batch_size]
             cursor += config.batch_size
-            loss, stats = _batch_loss(
-                model, tokenizer, sources, labels, mask, rows, config, generator,
-                token_rewards, references, sequence_reward, guidance, needs_samples,
-            )  # fmt: skip
-            (loss / config.grad_accumulation).backward()
+            rows = rows.chunk(processes)[0]  # this process's equal share of the global batch
+            last = micro == config.grad_accumulation - 1
+            # Gradients are averaged across processes once per optimizer step, after the last micro-batch.
+            sync = contextlib.nullcontext() if accelerator is None or last else accelerator.no_sync(trained)
+            with sync:
+                loss, stats = _batch_loss(
+                    trained, model, tokenizer, sources, labels, mask, rows, config, generator,
+                    token_rewards, references, sequence_reward, guidance, needs_samples, accelerator, rank,
+                )  # fmt: skip
+                if accelerator is None:
+                    (loss / config.grad_accumulation).backward()
+                else:
+                    accelerator.backward(loss / config.grad_accumulation)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value / config.grad_accumulation
-        stats = totals
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
+        stats = totals if accelerator is None else _mean_over_processes(totals, accelerator)
+        clip = torch.nn.utils.clip_grad_norm_ if accelerator is None else accelerator.clip_grad_norm_
+        stats["grad_norm"] = float(clip(params, config.grad_clip))
         optimizer.step()
         warmup.step()
         stats["seconds"] = time.perf_counter() - started
         history.append(stats)
-        if on_step is not None:
+        if on_step is not None and rank == 0:
             on_step(step, stats)
+    if accelerator is not None:
+        accelerator.unwrap_model(trained, keep_fp32_wrapper=False)  # drops the autocast forward patch
+        accelerator.free_memory()
     model.eval()
     return history
 
 
+def _mean_over_processes(stats: dict[str, float], accelerator) -> dict[str, float]:
+    """Each process's stats are means over its equal share of the batch: their mean is the batch's."""
+    keys = sorted(stats)
+    values = accelerator.reduce(torch.tensor([stats[k] for k in keys], device=accelerator.device), "mean")
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
 def _batch_loss(
-    model, tokenizer, sources, labels, mask, rows, config, generator,
-    token_rewards, references, sequence_reward, guidance, needs_samples,
+    trained, model, tokenizer, sources, labels, mask, rows, config, generator,
+    token_rewards, references, sequence_reward, guidance, needs_samples, accelerator, rank,
 ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    """The loss of one batch of articles ``rows`` under ``config.method``, and its parts for logging."""
+    """The loss of one batch of articles ``rows`` under ``config.method``, and its parts for logging.
+
+    ``trained`` computes the differentiable log-probs (the data-parallel wrapper when distributed);
+    ``model`` is the plain module, used to sample."""
     batch_sources = source_kwargs(sources, rows)
     batch_labels, batch_mask = labels[rows], mask[rows]
     width = max(int(batch_mask.sum(dim=1).max()), 1)
@@ -146,7 +199,7 @@ def _batch_loss(
 
     want_entropy = config.entropy_coef > 0
     scored = sequence_log_probs(
-        model, batch_labels, batch_mask, **batch_sources, return_entropy=want_entropy
+        trained, batch_labels, batch_mask, **batch_sources, return_entropy=want_entropy
     )
     stats: dict[str, float] = {}
     if config.method == "pgg":
@@ -171,10 +224,11 @@ def _batch_loss(
             top_p=config.top_p,
             temperature=config.temperature,
             max_new_tokens=config.max_new_tokens,
-            seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
+            # one draw per step on every process (keeps the batch order shared); each samples its own
+            seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + rank,
         )
         repeated = repeat_sources(batch_sources, config.k)
-        sampled = sequence_log_probs(model, samples.labels, samples.mask, **repeated)
+        sampled = sequence_log_probs(trained, samples.labels, samples.mask, **repeated)
         if config.method == "seqpg":
             refs = [references[int(i)] for i in rows for _ in range(config.k)]
             rewards = sequence_reward(samples.texts, refs).to(sampled.logp.device)
@@ -183,9 +237,19 @@ def _batch_loss(
         else:
             with torch.no_grad():
                 sample_rewards = guidance(samples.labels, samples.mask, repeated)
-            centred = (sample_rewards - sample_rewards[samples.mask.bool()].mean()) * samples.mask
+            baseline = _token_mean(sample_rewards, samples.mask, accelerator)  # over the global batch
+            centred = (sample_rewards - baseline) * samples.mask
             pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))
         loss = loss + config.reinforce_coef * pg
         stats["pg_loss"] = pg.item()
     stats["loss"] = loss.item()
     return loss, stats
+
+
+def _token_mean(values: torch.Tensor, mask: torch.Tensor, accelerator) -> torch.Tensor:
+    """Mean of ``values`` over real tokens; across all processes' rows when distributed."""
+    mask = mask.to(values.device, values.dtype)
+    parts = torch.stack([(values * mask).sum(), mask.sum()])
+    if accelerator is not None:
+        parts = accelerator.reduce(parts.to(accelerator.device), "sum").to(values.device)
+    return parts[0] / parts[1].clamp(min=1)

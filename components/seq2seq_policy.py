@@ -57,6 +57,8 @@ def tokenize_sources(tokenizer, texts: list[str], max_length: int, prefix: str =
 
 def special_ids(model) -> tuple[int, int, int]:
     """(decoder start, eos, pad) token ids from the model's generation config."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):  # data-parallel wrapper
+        model = model.module
     gen = model.generation_config
     start = (
         gen.decoder_start_token_id

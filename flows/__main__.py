@@ -14,7 +14,13 @@ STAGES = {
     "summarize-align": "the loop for one --method (pgg, mle, seqpg)",
     "summarize-evaluate": "test ROUGE for one --method (lead, warmstart, pgg, mle, seqpg)",
     "summarize": "the whole summarization pipeline",
+    "prompt-embed": "task-model encoding of data.prompt's splits (cached, shared by all methods)",
+    "prompt-train": "the prompt search for one --method (pgg, seqpg, random)",
+    "prompt-evaluate": "select on dev, test accuracy for one --method (none, manual, random, seqpg, pgg)",
+    "prompt": "the whole prompt pipeline for data.prompt",
 }
+
+UNTRACKED_STAGES = {"prepare", "summarize-warmstart", "prompt-embed"}  # stages that log nothing to MLflow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     config = load_or_exit(args.params)  # validates before anything heavy is imported
-    if args.stage.endswith(("-align", "-evaluate")) and not args.method:
+    if args.stage.endswith(("-align", "-evaluate", "-train")) and not args.method:
         parser.error(f"{args.stage} needs --method")
 
+    from flows.tracking import TrackingUnavailable, check_reachable, tracking_uri
+
+    if args.stage not in UNTRACKED_STAGES:  # one line, before torch loads, Prefect starts or anything trains
+        try:
+            check_reachable(tracking_uri(config))
+        except TrackingUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     from flows.checkpoints import CheckpointError
-    from flows.tracking import TrackingUnavailable
 
     try:
         return _run(args.stage, args.method, config)
@@ -60,6 +73,18 @@ def _run(stage: str, method: str | None, config) -> int:
             print(f"{method}: {s.evaluate_flow(config, method)}")
         else:
             print(s.summarization_pipeline(config))
+    elif stage.startswith("prompt"):
+        from flows import prompt as p
+
+        if stage == "prompt-embed":
+            print(f"embeddings: {p.embed_flow(config)}")
+        elif stage == "prompt-train":
+            rows = p.search_flow(config, method)
+            print(f"{method}: {len(rows)} log rows, last {rows[-1] if rows else {}}")
+        elif stage == "prompt-evaluate":
+            print(f"{method}: {p.evaluate_flow(config, method)}")
+        else:
+            print(p.prompt_pipeline(config))
     return 0
 
 

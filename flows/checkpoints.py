@@ -31,11 +31,15 @@ def is_complete(folder: Path) -> bool:
 def read_state(folder: Path) -> dict[str, Any]:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {folder} is missing or incomplete (no {STATE_FILE}): rerun its stage")
+        raise CheckpointError(
+            f"checkpoint {folder} is missing or incomplete (no {STATE_FILE}): rerun its stage"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise CheckpointError(f"checkpoint {folder} has a corrupt {STATE_FILE}: delete the folder and rerun") from None
+        raise CheckpointError(
+            f"checkpoint {folder} has a corrupt {STATE_FILE}: delete the folder and rerun"
+        ) from None
 
 
 def save_policy(model, tokenizer, folder: Path, state: dict[str, Any]) -> Path:
@@ -54,7 +58,9 @@ def load_policy(folder: Path, frozen_encoder: bool, device=None):
         model = AutoModelForSeq2SeqLM.from_pretrained(folder)
     except Exception as err:  # safetensors, torch and json each raise their own types
         reason = str(err).splitlines()[0][:200]
-        raise CheckpointError(f"policy checkpoint {folder} is corrupt ({reason}): delete it and rerun") from None
+        raise CheckpointError(
+            f"policy checkpoint {folder} is corrupt ({reason}): delete it and rerun"
+        ) from None
     if frozen_encoder:
         freeze_encoder(model)
     if device is not None:
@@ -75,5 +81,7 @@ def load_guidance(folder: Path, freeze_backbone: bool, device=None) -> TokenRewa
         model = TokenRewardModel.load(folder, freeze_backbone=freeze_backbone)
     except Exception as err:  # safetensors, torch and json each raise their own types
         reason = str(err).splitlines()[0][:200]
-        raise CheckpointError(f"guidance checkpoint {folder} is corrupt ({reason}): delete it and rerun") from None
+        raise CheckpointError(
+            f"guidance checkpoint {folder} is corrupt ({reason}): delete it and rerun"
+        ) from None
     return model.to(device) if device is not None else model

@@ -76,7 +76,8 @@ class PromptModels(Section):
     policy: str = "minilm"  # minilm | tiny | any causal LM name (distilgpt2)
     task_model: Literal["prototype", "mlm"] = "prototype"
     task_model_name: str = "minilm"  # roberta-large for the paper's mlm task model
-    reward_backbone: str = "minilm"
+    reward_backbone: str = "minilm"  # must share the policy's tokenizer (token rewards align by id)
+    reward_backbone_kind: Literal["causal_lm", "encoder"] = "causal_lm"  # causal: r_t sees only a_<=t
 
 
 class ModelsConfig(Section):
@@ -103,6 +104,7 @@ class PromptSampling(Section):
     top_k: PositiveInt = 256
     temperature: PositiveFloat = 1.0
     lists_per_step: PositiveInt = 4  # a policy step samples lists_per_step x k prompts
+    warmup_lists: PositiveInt = 32  # lists from the initial policy before step 1 (the first guidance fit)
 
 
 class SamplingConfig(Section):
@@ -132,7 +134,9 @@ class GuidanceSettings(Section):
     @model_validator(mode="after")
     def _rankings_need_file(self):
         if self.preference == "rankings" and self.rankings_file is None:
-            raise ValueError("preference 'rankings' needs rankings_file: path to a JSONL of ranked candidates")
+            raise ValueError(
+                "preference 'rankings' needs rankings_file: path to a JSONL of ranked candidates"
+            )
         return self
 
 
@@ -161,6 +165,9 @@ class PromptPolicy(Section):
     lr: PositiveFloat = 1e-4
     entropy_coef: NonNegativeFloat = 0.125  # alpha of the max-entropy bonus
     adaptor_hidden: PositiveInt = 2048
+    # z-score rewards within each batch (seqpg: per prompt; pgg: token rewards centred per position,
+    # scaled by the batch std) so entropy_coef weighs the same for both; false: the raw formulas
+    normalize_rewards: bool = True
 
 
 class PolicyConfig(Section):
@@ -181,9 +188,13 @@ class LoopSchedule(Section):
     @model_validator(mode="after")
     def _consistent(self):
         if self.refit_every > self.policy_steps:
-            raise ValueError(f"refit_every ({self.refit_every}) must be <= policy_steps ({self.policy_steps})")
+            raise ValueError(
+                f"refit_every ({self.refit_every}) must be <= policy_steps ({self.policy_steps})"
+            )
         if self.refit_until > self.policy_steps:
-            raise ValueError(f"refit_until ({self.refit_until}) must be <= policy_steps ({self.policy_steps})")
+            raise ValueError(
+                f"refit_until ({self.refit_until}) must be <= policy_steps ({self.policy_steps})"
+            )
         return self
 
     @property
@@ -221,6 +232,9 @@ class PromptEval(Section):
     reward_fraction: Fraction = 0.8  # share of training examples that score a prompt each step
     gap_positive: PositiveFloat = 200.0
     gap_negative: PositiveFloat = 180.0
+    candidates: PositiveInt = 16  # best prompts by training reward that are scored on dev for selection
+    log_every: PositiveInt = 10  # policy steps between MLflow log points (best prompt scored on dev)
+    max_test_examples: PositiveInt | None = None  # cap on the test split (tests, quick looks); None: all
 
 
 class EvalConfig(Section):
@@ -262,7 +276,9 @@ class Config(Section):
         return dict(_flatten(self.model_dump(mode="json")))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[
+            :12
+        ]
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -289,7 +305,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of sections ({', '.join(Config.model_fields)})")
+        raise ParamsError(
+            f"{path}: top level must be a mapping of sections ({', '.join(Config.model_fields)})"
+        )
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     try:
@@ -301,11 +319,21 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         raise ParamsError(
             f"{path}: data.root: folder {root} does not exist; point it at the embedded corpora (../shared/data)"
         )
-    runs_dir = config.runtime.runs_dir if config.runtime.runs_dir.is_absolute() else path.parent / config.runtime.runs_dir
-    prepared = config.data.prepared_dir if config.data.prepared_dir.is_absolute() else path.parent / config.data.prepared_dir
+    runs_dir = (
+        config.runtime.runs_dir
+        if config.runtime.runs_dir.is_absolute()
+        else path.parent / config.runtime.runs_dir
+    )
+    prepared = (
+        config.data.prepared_dir
+        if config.data.prepared_dir.is_absolute()
+        else path.parent / config.data.prepared_dir
+    )
     return config.model_copy(
         update={
-            "data": config.data.model_copy(update={"root": root.resolve(), "prepared_dir": prepared.resolve()}),
+            "data": config.data.model_copy(
+                update={"root": root.resolve(), "prepared_dir": prepared.resolve()}
+            ),
             "runtime": config.runtime.model_copy(update={"runs_dir": runs_dir.resolve()}),
         }
     )

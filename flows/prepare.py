@@ -38,7 +38,9 @@ def load_summaries(config: Config) -> dict[str, list[data.SummaryExample]]:
 
 @task(retries=2, retry_delay_seconds=2)
 def load_few_shot(config: Config, dataset: str, seed: int) -> dict[str, list[data.ClassificationExample]]:
-    return {split: data.load_fsc(config.data.root, dataset, seed, split) for split in ("train", "dev", "test")}
+    return {
+        split: data.load_fsc(config.data.root, dataset, seed, split) for split in ("train", "dev", "test")
+    }
 
 
 def summarization_dir(config: Config) -> Path:

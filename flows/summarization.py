@@ -17,12 +17,13 @@ from pathlib import Path
 
 import mlflow
 import torch
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from components import data
 from components.encoder_cache import EncodedSources, encode_sources
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceConfig, GuidanceTrainer, token_rewards
 from components.lead_baseline import lead_summaries
 from components.models import ModelSpec, load_model, load_tokenizer
 from components.policy_trainer import PolicyTrainConfig, train_policy
@@ -36,6 +37,7 @@ from components.seq2seq_policy import (
     sample_k,
     tokenize_sources,
 )
+from flows import reporting
 from flows.checkpoints import (
     is_complete,
     load_guidance,
@@ -44,10 +46,17 @@ from flows.checkpoints import (
     save_guidance,
     save_policy,
 )
-from flows.common import CONTENT_CACHE, PhaseTimer, apply_runtime, atomic_write_json, content_hash, seed_everything
+from flows.common import (
+    CONTENT_CACHE,
+    PhaseTimer,
+    apply_runtime,
+    atomic_write_json,
+    content_hash,
+    seed_everything,
+)
 from flows.config import Config
 from flows.prepare import summarization_dir
-from flows.tracking import pipeline_run
+from flows.tracking import check_reachable, pipeline_run, tracking_uri
 
 TASK = "summarization"
 PREFERENCE_NAMES = {"rouge": "rouge", "embedding": "embedding", "meteor": "meteor"}
@@ -85,6 +94,19 @@ def _load_sources(config: Config, split: str, tokenizer) -> EncodedSources | dic
             config.models.summarization.source_prefix,
         )
     )
+
+
+def _progress(label: str, total: int, every: int = 25):
+    """on_step callback: a log line every ``every`` steps, so long phases show they are alive."""
+    logger = get_run_logger()
+
+    def report(step: int, stats: dict) -> None:
+        if step % every == 0 or step == total:
+            logger.info(
+                f"{label}: step {step}/{total}, loss {stats['loss']:.3f}, {stats['seconds']:.2f} s/step"
+            )
+
+    return report
 
 
 def _train_config(config: Config, method: str, steps: int, lr: float, seed: int) -> PolicyTrainConfig:
@@ -129,7 +151,9 @@ def encode_split(split_path: Path, out: str, models, sampling) -> Path:
 
 
 @task(cache_policy=CONTENT_CACHE, persist_result=True)
-def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int) -> Path:
+def warm_start(
+    train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int
+) -> Path:
     """MLE fine-tuning from the pretrained weights: the shared starting point of every method."""
     seed_everything(seed)
     tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
@@ -139,7 +163,11 @@ def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, p
     sources = (
         EncodedSources.load(encoder_cache)
         if encoder_cache
-        else dict(tokenize_sources(tokenizer, [e.source for e in examples], sampling.max_source_tokens, models.source_prefix))
+        else dict(
+            tokenize_sources(
+                tokenizer, [e.source for e in examples], sampling.max_source_tokens, models.source_prefix
+            )
+        )
     )
     labels, mask = encode_targets(tokenizer, [e.target for e in examples], sampling.max_target_tokens, model)
     train_cfg = PolicyTrainConfig(
@@ -152,7 +180,9 @@ def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, p
         grad_clip=policy.grad_clip,
         seed=seed,
     )
-    history = train_policy(model, tokenizer, sources, labels, mask, train_cfg)
+    history = train_policy(
+        model, tokenizer, sources, labels, mask, train_cfg, on_step=_progress("warm start", train_cfg.steps)
+    )
     tail = history[-20:] or [{"loss": float("nan"), "seconds": 0.0}]
     state = {
         "steps": len(history),
@@ -164,7 +194,14 @@ def warm_start(train_path: Path, encoder_cache: Path | None, out: str, models, p
 
 @task(cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="sample-and-rank-iter{iteration}")
 def sample_and_rank(
-    policy_dir: Path, train_path: Path, encoder_cache: Path | None, sampling, guidance, frozen: bool, seed: int, iteration: int
+    policy_dir: Path,
+    train_path: Path,
+    encoder_cache: Path | None,
+    sampling,
+    guidance,
+    frozen: bool,
+    seed: int,
+    iteration: int,
 ) -> list[RankedList]:
     """K samples per article from the current policy, scored by the sequence-level preference."""
     if guidance.preference == "rankings":
@@ -181,7 +218,11 @@ def sample_and_rank(
             part = sources.select(rows)
             kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
         else:
-            kwargs = dict(tokenize_sources(tokenizer, [examples[int(i)].source for i in rows], sampling.max_source_tokens))
+            kwargs = dict(
+                tokenize_sources(
+                    tokenizer, [examples[int(i)].source for i in rows], sampling.max_source_tokens
+                )
+            )
         out = sample_k(
             model,
             tokenizer,
@@ -217,7 +258,14 @@ def _reward_model(models, guidance, previous: Path | None):
 
 @task(task_run_name="fit-guidance-iter{iteration}")
 def fit_guidance(
-    lists: list[RankedList], previous: Path | None, out: Path, models, guidance, sampling, seed: int, iteration: int
+    lists: list[RankedList],
+    previous: Path | None,
+    out: Path,
+    models,
+    guidance,
+    sampling,
+    seed: int,
+    iteration: int,
 ) -> dict:
     """Learn token rewards whose aggregate orders each list of K like the preference does."""
     tokenizer, model = _reward_model(models, guidance, previous)
@@ -241,6 +289,33 @@ def fit_guidance(
     report = trainer.fit(lists).as_dict()
     save_guidance(model, out, {"iteration": iteration, **report})
     return report
+
+
+@task(cache_policy=NO_CACHE, task_run_name="token-rewards-iter{iteration}")
+def sample_token_rewards(
+    guidance_dir: Path, lists: list[RankedList], models, sampling, iteration: int, n_lists: int = 3
+) -> list[reporting.TokenRewards]:
+    """Token rewards of every candidate of the first ``n_lists`` sampled lists, best candidate first."""
+    model = load_guidance(guidance_dir, freeze_backbone=True)
+    tokenizer = load_tokenizer(models.reward_backbone)
+    shown = []
+    for number, ranked in enumerate(lists[:n_lists], start=1):
+        order = sorted(range(len(ranked.candidates)), key=lambda j: -ranked.scores[j])
+        for rank, j in enumerate(order, start=1):
+            pairs = token_rewards(
+                model, tokenizer, ranked.candidates[j], ranked.source, sampling.max_source_tokens
+            )
+            caption = f"article {number} · rank {rank}/{len(order)} · score {ranked.scores[j]:.3f}"
+            shown.append(reporting.TokenRewards(caption, tuple(pairs)))
+    return shown
+
+
+def _sample_rows(lists: list[RankedList], n_lists: int = 20) -> list[dict]:
+    return [
+        {"article": number, "source": (ranked.source or "")[:300], "candidate": text, "score": score}
+        for number, ranked in enumerate(lists[:n_lists], start=1)
+        for text, score in zip(ranked.candidates, ranked.scores, strict=True)
+    ]
 
 
 @torch.no_grad()
@@ -271,7 +346,13 @@ def _reward_source_kwargs(sources, rows) -> dict:
 
 @task(task_run_name="train-{method}-iter{iteration}")
 def train_iteration(
-    method: str, iteration: int, start_policy: Path, guidance_dir: Path | None, out: Path, config: Config, steps: int
+    method: str,
+    iteration: int,
+    start_policy: Path,
+    guidance_dir: Path | None,
+    out: Path,
+    config: Config,
+    steps: int,
 ) -> dict:
     """``steps`` policy updates of ``method`` from ``start_policy``; saves the new policy to ``out``."""
     frozen = config.models.summarization.freeze_encoder
@@ -295,7 +376,12 @@ def train_iteration(
                 if "encoder_hidden" in source_kwargs
                 else {"source_ids": source_kwargs["input_ids"]}
             )
-            return reward_model(sample_labels, sample_mask.long(), source_attention_mask=source_kwargs["attention_mask"], **kwargs)
+            return reward_model(
+                sample_labels,
+                sample_mask.long(),
+                source_attention_mask=source_kwargs["attention_mask"],
+                **kwargs,
+            )
 
     def rouge_reward(texts: list[str], refs: list[str]) -> torch.Tensor:
         scores = rouge_per_example(texts, refs)
@@ -313,6 +399,7 @@ def train_iteration(
         references=[e.target for e in examples],
         sequence_reward=rouge_reward,
         guidance=guidance_fn,
+        on_step=_progress(f"{method} iteration {iteration}", steps),
     )
     stats = {
         "policy_loss": sum(h["loss"] for h in history) / max(len(history), 1),
@@ -340,13 +427,17 @@ def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: in
             part = sources.select(rows)
             kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
         else:
-            kwargs = {"attention_mask": sources["attention_mask"][rows], "input_ids": sources["input_ids"][rows]}
+            kwargs = {
+                "attention_mask": sources["attention_mask"][rows],
+                "input_ids": sources["input_ids"][rows],
+            }
         predictions += generate_greedy(
             model, tokenizer, **kwargs, max_new_tokens=config.sampling.summarization.max_target_tokens
         ).texts
     scores = {k: 100 * v for k, v in compute_rouge(predictions, [e.target for e in examples]).items()}
     samples = [
-        {"id": e.id, "reference": e.target, "prediction": p} for e, p in zip(examples[:n_examples], predictions, strict=False)
+        {"id": e.id, "reference": e.target, "prediction": p}
+        for e, p in zip(examples[:n_examples], predictions, strict=False)
     ]
     return {"rouge": scores, "n": len(examples), "samples": samples}
 
@@ -392,6 +483,7 @@ def _fingerprint(config: Config, method: str, warm: Path) -> str:
 @flow(name="summarization-align")
 def align_flow(config: Config, method: str) -> list[dict]:
     """The loop for one method. pgg: sample -> rank -> fit guidance -> weighted MLE -> evaluate."""
+    check_reachable(tracking_uri(config))  # before any training, not after the warm start
     apply_runtime(config.runtime)
     warm = warmstart_flow(config)
     loop = config.loop.summarization
@@ -432,7 +524,9 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         config.runtime.seed,
                         iteration,
                     )
-                    row["preference/mean_score"] = sum(sum(x.scores) / len(x.scores) for x in lists) / len(lists)
+                    row["preference/mean_score"] = sum(sum(x.scores) / len(x.scores) for x in lists) / len(
+                        lists
+                    )
                 with timer.phase("guidance"):
                     report = fit_guidance(
                         lists,
@@ -445,6 +539,18 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         iteration,
                     )
                 guidance_dir = iter_dir / "guidance"
+                with timer.phase("report"):  # the picture of the method: what the new guidance rewards
+                    shown = sample_token_rewards(
+                        guidance_dir,
+                        lists,
+                        config.models.summarization,
+                        config.sampling.summarization,
+                        iteration,
+                    )
+                    reporting.log_token_heatmap(
+                        shown, f"iter-{iteration}", f"{TASK} · token rewards after guidance refit {iteration}"
+                    )
+                    reporting.log_sample_table(_sample_rows(lists), f"iter-{iteration}")
                 row.update(
                     {
                         "guidance/train_loss": report["train_loss"],
@@ -455,7 +561,9 @@ def align_flow(config: Config, method: str) -> list[dict]:
                 )
             steps = min(loop.refit_every, loop.policy_steps - first_step)
             with timer.phase("train"):
-                stats = train_iteration(method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps)
+                stats = train_iteration(
+                    method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps
+                )
             policy_dir = iter_dir / "policy"
             with timer.phase("evaluate"):
                 evaluation = evaluate_policy(policy_dir, "validation", config)
@@ -471,6 +579,19 @@ def align_flow(config: Config, method: str) -> list[dict]:
         curve = [{"iteration": i + 1, **r} for i, r in enumerate(rows)]
         atomic_write_json(method_dir / "curve.json", curve)
         mlflow.log_dict({"iterations": curve}, "curve.json")
+        reporting.log_learning_curves({method: curve}, f"{TASK} · {method}")
+        if method == "pgg" and config.tracking.register_models:
+            sampling = config.sampling.summarization
+            reporting.log_policy_model(
+                policy_dir,
+                reporting.Seq2SeqPolicyModel(),
+                registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
+                model_config={
+                    "max_source_tokens": sampling.max_source_tokens,
+                    "max_new_tokens": sampling.max_target_tokens,
+                    "source_prefix": config.models.summarization.source_prefix,
+                },
+            )
     return rows
 
 
@@ -502,7 +623,10 @@ def evaluate_flow(config: Config, method: str) -> dict:
     with pipeline_run(config, TASK, method, run_id=run_id):
         mlflow.log_metrics({k: v for k, v in metrics.items() if k != "n_test"})
         if result["samples"]:
-            mlflow.log_table({key: [s[key] for s in result["samples"]] for key in result["samples"][0]}, "test_samples.json")
+            mlflow.log_table(
+                {key: [s[key] for s in result["samples"]] for key in result["samples"][0]},
+                "test_samples.json",
+            )
     create_markdown_artifact(
         key=f"summarization-{method}-test".replace("_", "-"),
         markdown=f"### {method}: test ROUGE\n\n" + "\n".join(f"- {k}: {v}" for k, v in metrics.items()),
@@ -513,10 +637,17 @@ def evaluate_flow(config: Config, method: str) -> dict:
 @flow(name="summarization")
 def summarization_pipeline(config: Config) -> dict:
     """Everything, in order: warm start, each method's loop, test evaluation (deployments run this)."""
+    check_reachable(tracking_uri(config))
     warmstart_flow(config)
     results = {}
     for method in config.loop.methods:
         align_flow(config, method)
     for method in ("lead", "warmstart", *config.loop.methods):
         results[method] = evaluate_flow(config, method)
+    table = [{"method": method, **metrics} for method, metrics in results.items()]
+    create_markdown_artifact(
+        key="summarization-results",
+        markdown="### summarization: test ROUGE F1 (%)\n\n" + reporting.markdown_table(table),
+        description="test metrics of every method of this pipeline run",
+    )
     return results

@@ -94,9 +94,13 @@ def test_report_fields_and_refit_continues_from_current_weights(tokenizer):
     trained_head = model.head[2].weight.detach().clone()
     second = trainer.fit(lists)
     assert second.history[0]["val_loss"] <= first.history[0]["val_loss"]  # started from the trained weights
-    trainer.fit(lists[:2], from_scratch=True, val_lists=lists[2:4])
-    # from scratch: the head was re-initialised (tiny gain), so it is far from the trained one
-    assert model.head[2].weight.abs().max() < trained_head.abs().max()
+    initial_embedding = trainer._initial_backbone["embeddings.word_embeddings.weight"]
+    assert not torch.equal(model.backbone.embeddings.word_embeddings.weight, initial_embedding)
+    trainer.reset()
+    assert torch.equal(model.backbone.embeddings.word_embeddings.weight, initial_embedding)
+    assert model.head[2].weight.abs().max() < trained_head.abs().max() / 10  # fresh tiny-gain head
+    report = trainer.fit(lists[:2], from_scratch=True, val_lists=lists[2:4])
+    assert report.n_train == 2 and report.n_val == 2
 
 
 def test_early_stopping_and_best_weights(tokenizer):
@@ -145,6 +149,35 @@ def test_frozen_backbone_states_are_computed_once_per_fit(tokenizer, monkeypatch
     pad = tokenizer.pad_token_id
     assert torch.allclose(
         _batch_scores(model, cached, pad, "avg", 2.0), _batch_scores(model, fresh, pad, "avg", 2.0)
+    )
+
+
+def test_frozen_encoder_only_caches_source_states_and_trains_the_decoder(tokenizer, monkeypatch):
+    model = tiny_reward_model("seq2seq")
+    encoder = model.backbone.get_encoder()
+    encoder.requires_grad_(False)
+    encoded_rows = []
+    original = encoder.forward
+
+    def counting_encoder(*args, **kwargs):
+        encoded_rows.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "forward", counting_encoder)
+    decoder_before = [p.detach().clone() for p in model.backbone.get_decoder().parameters()]
+    lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
+    trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
+    trainer.fit(lists)
+    assert sum(encoded_rows) == 10
+    after = list(model.backbone.get_decoder().parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, decoder_before, strict=True))
+    cached = trainer._prepare(lists[:4])
+    assert cached[0].encoder_states is not None and cached[0].token_states is None
+    fresh = [_Encoded(e.candidate_ids, e.source_ids, e.scores) for e in cached]
+    pad = tokenizer.pad_token_id
+    model.eval()
+    assert torch.allclose(
+        _batch_scores(model, cached, pad, "avg", 2.0), _batch_scores(model, fresh, pad, "avg", 2.0), atol=1e-6
     )
 
 

@@ -26,14 +26,18 @@ def _state(model):
 
 def test_mle_lowers_the_loss(tiny):
     tokenizer, model, sources, labels, mask = tiny
-    history = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=30, lr=3e-3, batch_size=8))
+    history = train_policy(
+        model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=30, lr=3e-3, batch_size=8)
+    )
     assert history[-1]["loss"] < history[0]["loss"] - 1.0
 
 
 def test_pgg_with_constant_rewards_is_mle(tiny):
     tokenizer, model, sources, labels, mask = tiny
     start = _state(model)
-    mle = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=3, lr=1e-3, batch_size=4))
+    mle = train_policy(
+        model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=3, lr=1e-3, batch_size=4)
+    )
     model.load_state_dict(start)
     pgg = train_policy(
         model, tokenizer, sources, labels, mask,
@@ -53,7 +57,12 @@ def test_grad_accumulation_matches_one_big_batch(tiny):
     big = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(batch_size=8, **config))
     model.load_state_dict(start)
     small = train_policy(
-        model, tokenizer, sources, labels, mask, PolicyTrainConfig(batch_size=4, grad_accumulation=2, **config)
+        model,
+        tokenizer,
+        sources,
+        labels,
+        mask,
+        PolicyTrainConfig(batch_size=4, grad_accumulation=2, **config),
     )
     assert big[2]["loss"] < big[0]["loss"]
     assert [h["loss"] for h in small] == pytest.approx([h["loss"] for h in big], rel=1e-4)

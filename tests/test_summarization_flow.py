@@ -11,7 +11,7 @@ from flows import summarization as s
 from flows.checkpoints import CheckpointError, load_policy
 from flows.config import load_params
 from flows.prepare import prepare
-from tests.conftest import write_params
+from tests.conftest import PROJECT_ROOT, write_params
 
 TINY = """
 data:
@@ -114,3 +114,35 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tiny_config, tmp_path):
     (broken / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_policy(broken, frozen_encoder=True)
+
+
+def test_paper_profile_code_path_with_tiny_models(tmp_path, data_root, prefect_server, mlflow_uri):
+    """params-paper.yaml (live, trainable encoder; T5-style prefix) on tiny models and local data."""
+    config = load_params(
+        PROJECT_ROOT / "params-paper.yaml",
+        {
+            "data.root": str(data_root),
+            "data.prepared_dir": str(tmp_path / "data"),
+            "data.summarization.dataset": "bbc",
+            "data.summarization.max_train_examples": 16,
+            "data.summarization.max_eval_examples": 4,
+            "models.summarization.policy": "tiny",
+            "models.summarization.reward_backbone": "tiny",
+            "sampling.summarization.max_source_tokens": 32,
+            "sampling.summarization.max_target_tokens": 6,
+            "policy.summarization.warmstart_steps": 2,
+            "policy.summarization.batch_size": 2,
+            "loop.summarization.policy_steps": 2,
+            "loop.summarization.refit_every": 2,
+            "loop.summarization.refit_until": 0,
+            "runtime.runs_dir": str(tmp_path / "runs"),
+        },
+    )
+    assert not config.models.summarization.freeze_encoder
+    assert config.policy.summarization.grad_accumulation == 4
+    prepare(config)
+    rows = s.align_flow(config, "mle")
+    assert len(rows) == 1 and "val/rougeL" in rows[0]
+    assert (
+        s.cache_file(config, "train") is None and not (tmp_path / "runs/summarization/encoder_cache").exists()
+    )

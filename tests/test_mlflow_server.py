@@ -1,0 +1,86 @@
+"""The pgg loop against a real `mlflow server` (sqlite backend, served artifacts), checked through its REST API."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+
+import mlflow
+import pytest
+
+from flows import summarization as s
+from flows.config import load_params
+from flows.prepare import prepare
+from tests.services import BIN, background, free_port, http_json, tiny_params, wait_for_http
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    command = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        uri.rsplit(":", 1)[1],
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+    ]
+    log = tmp_path / "mlflow-server.log"
+    with background(command, log, dict(os.environ)) as server:
+        wait_for_http(f"{uri}/health", server, log, timeout=120)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+    mlflow.set_tracking_uri(None)  # the next test's store, not this dead server
+
+
+def test_pgg_loop_on_an_mlflow_server(tmp_path, data_root, prefect_server, mlflow_server):
+    config = load_params(tiny_params(tmp_path, data_root, steps=4))
+    prepare(config)
+    rows = s.align_flow(config, "pgg")
+    assert len(rows) == 2
+
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    experiment = http_json(f"{api}/experiments/get-by-name?experiment_name=pgg-summarization")["experiment"]
+    runs = http_json(
+        f"{api}/runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.method = 'pgg'"},
+    )["runs"]
+    assert len(runs) == 1
+    run_id = runs[0]["info"]["run_id"]
+    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    assert tags["task"] == "summarization" and tags["params_hash"] == config.digest()
+    assert {"git_commit", "data_hash", "resumed_from"} <= set(tags)
+
+    for iteration, row in enumerate(rows, start=1):  # every metric of every iteration, at step = iteration
+        for key, value in row.items():
+            query = urllib.parse.urlencode({"run_id": run_id, "metric_key": key})
+            history = http_json(f"{api}/metrics/get-history?{query}")["metrics"]
+            at_step = [m["value"] for m in history if m["step"] == iteration]
+            assert at_step == [pytest.approx(value)], (key, iteration, history)
+
+    def listing(path: str = "") -> set[str]:
+        query = urllib.parse.urlencode({"run_id": run_id, "path": path})
+        return {f["path"] for f in http_json(f"{api}/artifacts/list?{query}").get("files", [])}
+
+    assert {"token_rewards/iter-1.html", "token_rewards/iter-1.png"} <= listing("token_rewards")
+    assert "token_rewards/iter-2.html" not in listing("token_rewards")  # no refit at iteration 2
+    assert {"learning_curves.png", "curve.json"} <= listing()
+    assert "samples/iter-1.json" in listing("samples")
+    page = mlflow.artifacts.load_text(f"runs:/{run_id}/token_rewards/iter-1.html")
+    assert page.count('class="t"') >= config.sampling.summarization.k and "token reward" in page
+
+    registered = http_json(f"{api}/registered-models/get?name=pgg-summarization")["registered_model"]
+    versions = http_json(f"{api}/model-versions/search?filter=name%3D%27pgg-summarization%27")[
+        "model_versions"
+    ]
+    assert registered["name"] == "pgg-summarization"
+    assert [v["run_id"] for v in versions] == [run_id]
+    model = mlflow.pyfunc.load_model("models:/pgg-summarization/1")
+    outputs = model.predict(["The minister announced a new budget for schools on Monday."])
+    assert len(outputs) == 1 and isinstance(outputs[0], str)

@@ -1,0 +1,147 @@
+"""The prompt search end to end with tiny models, real Prefect (test server) and real MLflow (sqlite)."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows import prompt as p
+from flows.config import load_params
+from flows.prepare import prepare
+from tests.conftest import write_params
+
+# Warm-up 4 lists + 2 policy steps x 2 lists, K = 3: every search method scores 24 prompts.
+TINY = """
+data:
+  root: {root}
+  prepared_dir: {tmp}/data
+  summarization: {{max_train_examples: 4, max_eval_examples: 2}}
+models:
+  prompt: {{policy: tiny, task_model: prototype, task_model_name: tiny, reward_backbone: tiny}}
+sampling:
+  prompt: {{k: 3, lists_per_step: 2, warmup_lists: 4, top_k: 50}}
+guidance:
+  prompt: {{aggregation: sum, preference: task, lr: 0.001, epochs: 2, head_hidden: 16, batch_size: 4, val_fraction: 0.25}}
+policy:
+  prompt: {{adaptor_hidden: 16, lr: 0.01}}
+loop:
+  prompt: {{policy_steps: 2, refit_every: 1, refit_until: 1}}
+eval:
+  prompt: {{candidates: 5, log_every: 1, max_test_examples: 24}}
+runtime: {{runs_dir: {tmp}/runs, threads: 1}}  # one thread: far faster than two on a loaded 2-core box
+"""
+EVALUATIONS = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_params(tmp_path_factory, data_root, prefect_server):
+    tmp = tmp_path_factory.mktemp("prompt")
+    path = write_params(tmp, TINY.format(root=data_root, tmp=tmp))
+    prepare(load_params(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_params):
+    return load_params(tiny_params)
+
+
+def _steps(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_pgg_search_logs_every_step_and_refit_to_mlflow(tiny_config, mlflow_uri):
+    rows = p.search_flow(tiny_config, "pgg")
+    assert [r["step"] for r in rows] == [0, 1, 2]  # warm-up, then log_every = 1
+    assert rows[-1]["evaluations"] == EVALUATIONS
+    method_dir = p.runs_dir(tiny_config) / "pgg"
+    assert (method_dir / "iter-1/guidance/state.json").exists()  # refit before step 1 only (refit_until 1)
+    assert not (method_dir / "iter-2/guidance").exists()
+    assert json.loads((method_dir / "curve.json").read_text()) == rows
+    assert [r["step"] for r in json.loads((method_dir / "guidance.json").read_text())] == [0]
+
+    client = MlflowClient(mlflow_uri)
+    run_id = (method_dir / "mlflow_run_id").read_text()
+    assert _steps(client, run_id, "reward/mean") == [0, 1, 2]
+    assert _steps(client, run_id, "best/dev_accuracy") == [0, 1, 2]
+    assert _steps(client, run_id, "policy/entropy") == [1, 2]
+    assert _steps(client, run_id, "guidance/online_accuracy") == [1, 2]
+    assert _steps(client, run_id, "guidance/val_pairwise_accuracy") == [0]
+    run = client.get_run(run_id)
+    assert run.data.tags["method"] == "pgg" and run.data.tags["dataset"] == "sst-2"
+    assert run.data.tags["best_prompt"] == rows[-1]["best_prompt"]
+    assert run.data.params["guidance.prompt.aggregation"] == "sum"
+    for row in rows:
+        assert row["reward/max"] >= row["reward/mean"]
+        assert 0 <= row["best/dev_accuracy"] <= 100
+
+
+def test_selection_picks_the_best_prompt_on_dev_and_logs_the_table(tiny_config, mlflow_uri):
+    p.search_flow(tiny_config, "pgg")  # complete blocks are skipped
+    metrics = p.evaluate_flow(tiny_config, "pgg")
+    saved = json.loads((p.metrics_dir(tiny_config) / "pgg.json").read_text())
+    assert saved == {k: v for k, v in metrics.items() if k != "prompt"}
+    assert saved["n_test"] == 24 and saved["evaluations"] == EVALUATIONS
+
+    client = MlflowClient(mlflow_uri)
+    run_id = (p.runs_dir(tiny_config) / "pgg/mlflow_run_id").read_text()
+    assert "prompts.json" in [a.path for a in client.list_artifacts(run_id)]
+    table = json.loads(open(client.download_artifacts(run_id, "prompts.json")).read())
+    columns = table["columns"]
+    rows = [dict(zip(columns, row, strict=True)) for row in table["data"]]
+    assert len(rows) == 5
+    rewards = [r["train_reward"] for r in rows]
+    assert rewards == sorted(rewards, reverse=True)  # candidates ranked by training reward
+    best_dev = max(r["dev_accuracy"] for r in rows)
+    selected = next(r for r in rows if r["dev_accuracy"] == best_dev)  # ties go to the higher reward
+    assert [r["prompt"] for r in rows if r["selected"]] == [selected["prompt"]] == [metrics["prompt"]]
+    assert saved["test_accuracy"] == pytest.approx(selected["test_accuracy"], abs=1e-3)
+    top = sorted(rows, key=lambda r: -r["dev_accuracy"])[:3]
+    assert saved["top_test_accuracy"] == pytest.approx(sum(r["test_accuracy"] for r in top) / 3, abs=1e-3)
+    assert client.get_run(run_id).data.tags["selected_prompt"] == metrics["prompt"]
+
+
+def test_baselines_write_metrics_with_the_same_budget(tiny_config, mlflow_uri):
+    for method in ("random", "seqpg"):
+        rows = p.search_flow(tiny_config, method)
+        assert rows[-1]["evaluations"] == EVALUATIONS
+    assert "policy/entropy" not in p.search_flow(tiny_config, "random")[-1]
+    for method in ("none", "manual", "random", "seqpg"):
+        p.evaluate_flow(tiny_config, method)
+        saved = json.loads((p.metrics_dir(tiny_config) / f"{method}.json").read_text())
+        assert 0 <= saved["test_accuracy"] <= 100 and saved["n_test"] == 24
+        assert saved["evaluations"] == (0 if method in ("none", "manual") else EVALUATIONS)
+    client = MlflowClient(mlflow_uri)
+    manual = client.search_runs(
+        [client.get_experiment_by_name("pgg-prompt").experiment_id], "tags.method = 'manual'"
+    )
+    assert manual and manual[0].data.tags["selected_prompt"] == "It was"
+
+
+def test_resume_skips_complete_blocks_and_matches(tiny_config, mlflow_uri):
+    first = p.search_flow(tiny_config, "seqpg")
+    method_dir = p.runs_dir(tiny_config) / "seqpg"
+    adaptor = (method_dir / "iter-1/adaptor.pt").stat().st_mtime_ns
+    (method_dir / "iter-2/state.json").unlink()  # as if killed during the last block
+    second = p.search_flow(tiny_config, "seqpg")
+    assert (method_dir / "iter-1/adaptor.pt").stat().st_mtime_ns == adaptor
+    for a, b in zip(first, second, strict=True):
+        assert a["best_prompt"] == b["best_prompt"]
+        assert a["reward/mean"] == pytest.approx(b["reward/mean"])
+
+
+def test_masked_lm_task_model_runs_the_search(tiny_params, tmp_path, mlflow_uri):
+    config = load_params(
+        tiny_params, {"models.prompt.task_model": "mlm", "runtime.runs_dir": str(tmp_path / "runs")}
+    )
+    rows = p.search_flow(config, "random")
+    assert rows[-1]["evaluations"] == EVALUATIONS
+    assert 0 <= p.evaluate_flow(config, "random")["test_accuracy"] <= 100
+
+
+def test_bad_method_or_missing_search_is_a_clear_error(tiny_params, tmp_path, mlflow_uri):
+    config = load_params(tiny_params, {"runtime.runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(ValueError, match="unknown prompt method 'mle'"):
+        p.search_flow(config, "mle")
+    with pytest.raises(ValueError, match="prompt-train --method pgg"):
+        p.evaluate_flow(config, "pgg")
