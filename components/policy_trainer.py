@@ -146,7 +146,7 @@ def train_policy(
                 order, cursor = torch.randperm(n, generator=generator), 0
             rows = order[cursor : cursor + config.batch_size]
             cursor += config.batch_size
-            rows = rows.chunk(processes)[0]  # this process's equal share of the global batch
+            rows = rows.chunk(processes)[rank]  # this process's equal share of the global batch
             last = micro == config.grad_accumulation - 1
             # Gradients are averaged across processes once per optimizer step, after the last micro-batch.
             sync = contextlib.nullcontext() if accelerator is None or last else accelerator.no_sync(trained)

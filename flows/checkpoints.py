@@ -8,6 +8,7 @@ replaces a complete one, and loading anything incomplete fails with a one-line e
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from components.seq2seq_policy import freeze_encoder
 from flows.common import atomic_directory
 
 STATE_FILE = "state.json"
+# from_pretrained builds models under a process-wide meta-device default: two threads loading at once
+# (tasks on a thread or in-process Dask runner) corrupt each other's models, so loads take turns.
+_LOADING = threading.Lock()
 
 
 class CheckpointError(RuntimeError):
@@ -54,8 +58,9 @@ def load_policy(folder: Path, frozen_encoder: bool, device=None):
     """(tokenizer, model) from a policy checkpoint; the encoder is frozen again if it was."""
     read_state(folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        with _LOADING:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForSeq2SeqLM.from_pretrained(folder)
     except Exception as err:  # safetensors, torch and json each raise their own types
         reason = str(err).splitlines()[0][:200]
         raise CheckpointError(
@@ -78,7 +83,8 @@ def save_guidance(model: TokenRewardModel, folder: Path, state: dict[str, Any]) 
 def load_guidance(folder: Path, freeze_backbone: bool, device=None) -> TokenRewardModel:
     read_state(folder)
     try:
-        model = TokenRewardModel.load(folder, freeze_backbone=freeze_backbone)
+        with _LOADING:
+            model = TokenRewardModel.load(folder, freeze_backbone=freeze_backbone)
     except Exception as err:  # safetensors, torch and json each raise their own types
         reason = str(err).splitlines()[0][:200]
         raise CheckpointError(

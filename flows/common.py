@@ -64,17 +64,25 @@ def content_hash(*values: Any) -> str:
     return digest.hexdigest()
 
 
-def components_version() -> str:
-    """Hash of the science code: a change in components/ invalidates every cached task."""
-    return content_hash(*sorted(COMPONENTS_DIR.rglob("*.py")))
+def content_cache(*modules: str):
+    """Cache policy keyed on the task's source, its inputs by content, and the named component modules.
+
+    Name the modules whose code decides the task's output (as a DVC stage names its deps), so an edit
+    elsewhere in components/ does not throw away an hour-long warm start.
+    """
+    paths = [COMPONENTS_DIR / module for module in modules]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ValueError(f"content_cache names modules that do not exist: {missing}")
+
+    def key(context, parameters: dict[str, Any]) -> str:
+        return content_hash(context.task.name, parameters, *paths)
+
+    return TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=key)
 
 
-def _inputs_by_content(context, parameters: dict[str, Any]) -> str:
-    return content_hash(context.task.name, parameters, components_version())
-
-
-# Tasks whose outputs are expensive and deterministic given their inputs use this policy.
-CONTENT_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_inputs_by_content)
+# For tasks whose output may depend on any of the science code.
+CONTENT_CACHE = content_cache(*sorted(p.name for p in COMPONENTS_DIR.glob("*.py")))
 
 
 # --- files ------------------------------------------------------------------------------------

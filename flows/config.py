@@ -162,7 +162,7 @@ class SummarizationPolicy(Section):
 
 
 class PromptPolicy(Section):
-    lr: PositiveFloat = 1e-4
+    lr: PositiveFloat = 1e-3  # Adam on the adaptor; high because the CPU default runs only 100 steps
     entropy_coef: NonNegativeFloat = 0.125  # alpha of the max-entropy bonus
     adaptor_hidden: PositiveInt = 2048
     # z-score rewards within each batch (seqpg: per prompt; pgg: token rewards centred per position,
@@ -204,7 +204,8 @@ class LoopSchedule(Section):
 
 class LoopConfig(Section):
     summarization: LoopSchedule = LoopSchedule(policy_steps=150, refit_every=50, refit_until=100)
-    prompt: LoopSchedule = LoopSchedule(policy_steps=600, refit_every=100, refit_until=400)
+    # 100 steps x 20 prompts: the quick default (pgg + baselines) fits in ~10 CPU minutes
+    prompt: LoopSchedule = LoopSchedule(policy_steps=100, refit_every=25, refit_until=75)
     methods: tuple[str, ...] = ("pgg", "mle", "seqpg")
 
     @field_validator("methods")
@@ -257,7 +258,10 @@ class RuntimeConfig(Section):
     bf16: bool = False
     threads: PositiveInt | None = None  # torch intra-op threads; None keeps torch's choice
     runs_dir: Path = Path("runs")
+    processes: PositiveInt = 1  # >1: each training step runs data-parallel in this many processes (GPUs)
     task_runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = None  # task_runner dask: scheduler address; None starts a local cluster
+    dask_workers: PositiveInt = 2  # workers of that local cluster
 
 
 class Config(Section):

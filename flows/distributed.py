@@ -1,23 +1,42 @@
 """Training on one or several devices through Hugging Face ``accelerate``.
 
-Launched plainly (``python -m flows ...``) a flow trains in one process on ``runtime.device``. Launched
-with ``accelerate launch --num_processes N -m flows ...`` (or ``torchrun --nproc_per_node N``), every
-process runs the same flow: the training steps split each global batch across the processes, and only
-the main process writes checkpoints, logs to MLflow and reports to Prefect.
+Tasks that do not depend on each other (the test evaluations of every method) are submitted to the
+task runner of ``runtime.task_runner``: Prefect's thread pool, or Dask (``task_runner``).
+
+A flow always runs in one process: Prefect, MLflow and the files stay single-writer. With
+``runtime.processes: N`` (N > 1) each training step (warm start, policy iteration, guidance fit) runs
+as N processes under ``torch.distributed.run`` (torchrun, the launcher ``accelerate launch`` uses for
+several GPUs): every process builds ``make_accelerator(runtime)``, takes its share of each global batch,
+and only the main process writes the checkpoint (``write_once``) and returns the result to the flow.
+
+    python -m flows.distributed JOB   # one process of such a step; the flow starts it, not you
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from flows.common import pick_device
+from flows.config import PROJECT_ROOT
 
 T = TypeVar("T")
+
+
+class DistributedStepFailed(RuntimeError):
+    pass
 
 
 def launched_processes() -> int:
@@ -25,23 +44,32 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_accelerator(runtime) -> Accelerator:
-    """The accelerator for ``runtime.device`` and ``runtime.bf16``; distributed when launched so.
+@dataclass(frozen=True)
+class Hardware:
+    """What training runs on: part of a training task's inputs (bf16 and process count change results)."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False
+    processes: int = 1
+
+
+def hardware(runtime) -> Hardware:
+    return Hardware(device=runtime.device, bf16=runtime.bf16, processes=runtime.processes)
+
+
+def make_accelerator(hw: Hardware) -> Accelerator:
+    """The accelerator for ``hw.device`` and ``hw.bf16``; distributed inside a launched step.
 
     accelerate keeps device and precision in one process-wide state; a single process whose settings
     change between runs (tests, notebooks) starts a fresh state, a launched process keeps its own.
     """
-    cpu = pick_device(runtime.device).type == "cpu"
-    precision = "bf16" if runtime.bf16 else "no"
+    cpu = pick_device(hw.device).type == "cpu"
+    precision = "bf16" if hw.bf16 else "no"
     state = AcceleratorState._shared_state
     changed = state and (state.get("_mixed_precision"), state.get("_cpu")) != (precision, cpu)
     if changed and launched_processes() == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(cpu=cpu, mixed_precision=precision)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def write_once(accelerator: Accelerator | None, write: Callable[[], T]) -> T | None:
@@ -52,3 +80,75 @@ def write_once(accelerator: Accelerator | None, write: Callable[[], T]) -> T | N
     result = write() if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return result
+
+
+def run_step(step: Callable[..., T], kwargs: dict[str, Any], processes: int) -> T:
+    """``step(**kwargs)`` here when ``processes`` is 1 (or inside a launched step), else in ``processes``
+    processes on this machine; returns the main process's result. ``step`` must be a module-level
+    function and ``kwargs`` picklable (paths, config sections, ranked lists)."""
+    if processes <= 1 or launched_processes() > 1:
+        return step(**kwargs)
+    with tempfile.TemporaryDirectory(prefix="pgg-step-") as folder:
+        job, result = Path(folder) / "job.pkl", Path(folder) / "result.pkl"
+        job.write_bytes(pickle.dumps({"module": step.__module__, "name": step.__name__, "kwargs": kwargs}))
+        with socket.socket() as sock:  # a free port for the processes' rendezvous
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [
+            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+            "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "flows.distributed", str(job), str(result),
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        done = subprocess.run(
+            command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if done.returncode != 0 or not result.exists():
+            lines = done.stdout.strip().splitlines() or ["no output"]
+            errors = [line for line in lines if "Error" in line or "Exception" in line]
+            raise DistributedStepFailed(
+                f"{step.__name__} in {processes} processes failed (exit {done.returncode}): "
+                f"{(errors or lines)[-1].strip()[:300]}"
+            )
+        return pickle.loads(result.read_bytes())
+
+
+def task_runner(runtime):
+    """The Prefect task runner of ``runtime.task_runner`` for flows that submit independent tasks.
+
+    thread: Prefect's thread pool, one task at a time (a small CPU gains nothing from more).
+    dask: ``prefect_dask.DaskTaskRunner`` on the cluster at ``runtime.dask_address``, or on a local
+    cluster of ``runtime.dask_workers`` in-process workers (no network) when no address is set.
+    """
+    if runtime.task_runner == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if runtime.dask_address:
+        return DaskTaskRunner(address=runtime.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": runtime.dask_workers,
+            "threads_per_worker": 1,
+            "processes": False,
+            "dashboard_address": None,
+        }
+    )
+
+
+def _worker(job: Path, result: Path) -> None:
+    spec = pickle.loads(job.read_bytes())
+    step = getattr(importlib.import_module(spec["module"]), spec["name"])
+    value = step(**spec["kwargs"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        result.write_bytes(pickle.dumps(value))
+
+
+if __name__ == "__main__":
+    import flows  # noqa: F401  (offline defaults, project Prefect home)
+
+    _worker(Path(sys.argv[1]), Path(sys.argv[2]))

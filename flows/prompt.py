@@ -361,20 +361,25 @@ def search_block(
     return rows
 
 
-@task(task_run_name="accuracy-{split}")
-def prompt_accuracies(prompts: list[str] | None, split: str, config: Config) -> list[float]:
-    """Accuracy (%) of each prompt on a split's cached encoding; ``None``: the no-prompt baseline."""
+@task
+def prompt_accuracies(
+    prompts: list[str] | None, splits: tuple[str, ...], config: Config
+) -> dict[str, list[float]]:
+    """Accuracy (%) of each prompt on each split's cached encoding; ``None``: the no-prompt baseline."""
     device = apply_runtime(config.runtime)
     task_model = _task_model(
         config.models.prompt, config.data.prompt.dataset, config.eval.prompt.task_temperature, device
     )
-    inputs, labels = _load_encoded(embedding_file(config, split), device)
-    if prompts is None:
-        return [100 * accuracy(task_model.no_prompt_class_probs(inputs), labels).item()]
-    out = []
-    for start in range(0, len(prompts), 64):
-        probs = task_model.class_probs(prompts[start : start + 64], inputs)
-        out += [100 * a for a in accuracy(probs, labels).tolist()]
+    out = {}
+    for split in splits:
+        inputs, labels = _load_encoded(embedding_file(config, split), device)
+        if prompts is None:
+            out[split] = [100 * accuracy(task_model.no_prompt_class_probs(inputs), labels).item()]
+            continue
+        out[split] = []
+        for start in range(0, len(prompts), 64):
+            probs = task_model.class_probs(prompts[start : start + 64], inputs)
+            out[split] += [100 * a for a in accuracy(probs, labels).tolist()]
     return out
 
 
@@ -385,6 +390,11 @@ def prompt_accuracies(prompts: list[str] | None, split: str, config: Config) -> 
 def embed_flow(config: Config) -> dict[str, Path]:
     """Encode train/dev/test once with the frozen task model (test capped by eval.prompt.max_test_examples)."""
     apply_runtime(config.runtime)
+    return _embed(config)
+
+
+def _embed(config: Config) -> dict[str, Path]:
+    """The encode tasks inside the calling flow (cheaper than a subflow; cached either way)."""
     models, dataset = config.models.prompt, config.data.prompt.dataset
     out = {}
     for split in SPLITS:
@@ -443,8 +453,13 @@ def _guidance_metrics(report: dict) -> dict[str, float]:
 def search_flow(config: Config, method: str) -> list[dict]:
     """The search for one method (pgg, seqpg, random): warm-up, then blocks of refit_every steps."""
     _check_method(method, SEARCH_METHODS)
+    if method == "pgg" and config.guidance.prompt.preference != "task":
+        raise ValueError(
+            f"guidance.prompt.preference is {config.guidance.prompt.preference!r}; the prompt task ranks "
+            "prompts by the task model's gap reward, so set it to 'task'"
+        )
     apply_runtime(config.runtime)
-    embed_flow(config)
+    _embed(config)
     loop = config.loop.prompt
     method_dir = runs_dir(config) / method
     method_dir.mkdir(parents=True, exist_ok=True)
@@ -519,23 +534,22 @@ def evaluate_flow(config: Config, method: str) -> dict:
     eval.prompt.top_prompts on dev. The full candidate table goes to MLflow."""
     _check_method(method, METHODS)
     apply_runtime(config.runtime)
-    embed_flow(config)
+    _embed(config)
     settings, dataset = config.eval.prompt, config.data.prompt.dataset
     table = None
     if method in ("none", "manual"):
         if method == "manual" and dataset not in settings.manual_prompts:
             raise ValueError(f"eval.prompt.manual_prompts has no prompt for {dataset!r}; add one")
         prompts = None if method == "none" else [settings.manual_prompts[dataset]]
-        dev = prompt_accuracies(prompts, "dev", config)[0]
-        test = prompt_accuracies(prompts, "test", config)
-        metrics = {"test_accuracy": test[0], "dev_accuracy": dev, "evaluations": 0}
+        scores = prompt_accuracies(prompts, ("dev", "test"), config)
+        metrics = {"test_accuracy": scores["test"][0], "dev_accuracy": scores["dev"][0], "evaluations": 0}
         prompt = prompts[0] if prompts else ""
     else:
         records = _search_prompts(config, method)
         ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])
         candidates = [p for p, _ in ranked[: settings.candidates]]
-        dev = prompt_accuracies(candidates, "dev", config)
-        test = prompt_accuracies(candidates, "test", config)
+        scores = prompt_accuracies(candidates, ("dev", "test"), config)
+        dev, test = scores["dev"], scores["test"]
         selection = select_prompt(candidates, dev, test, top=settings.top_prompts)
         metrics = {
             "test_accuracy": selection.test_accuracy,

@@ -7,6 +7,7 @@ object-oriented matplotlib API (no pyplot state), so they are safe to build from
 from __future__ import annotations
 
 import html
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import mlflow
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 COLORMAP = "RdYlGn"  # red = low reward, green = high: readable without a legend, the legend gives values
 WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark a token that starts a word
@@ -111,7 +113,8 @@ def heatmap_figure(sequences: list[TokenRewards], title: str, max_tokens: int = 
     ax.set_yticks(range(len(sequences)), [s.caption[:40] for s in sequences], fontsize=7)
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="token reward", fraction=0.03)
+    bar = fig.colorbar(image, ax=ax, label="token reward", fraction=0.03)
+    bar.formatter = ScalarFormatter(useOffset=False)  # plain values, not "1e-5 + 0.5484"
     return fig
 
 
@@ -171,7 +174,9 @@ def log_token_heatmap(sequences: list[TokenRewards], name: str, title: str) -> N
     if not sequences:
         return
     mlflow.log_text(heatmap_html(sequences, title), f"token_rewards/{name}.html")
-    mlflow.log_figure(heatmap_figure(sequences, title), f"token_rewards/{name}.png")
+    with warnings.catch_warnings():  # a token the font lacks renders as a box; the HTML page has it right
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        mlflow.log_figure(heatmap_figure(sequences, title), f"token_rewards/{name}.png")
 
 
 def log_learning_curves(curves: dict[str, list[dict]], title: str, name: str = "learning_curves") -> None:
@@ -186,22 +191,20 @@ def log_sample_table(rows: list[dict], name: str) -> None:
 
 
 def log_policy_model(
-    policy_dir: Path,
-    python_model: mlflow.pyfunc.PythonModel,
-    registered_name: str | None,
-    model_config: dict | None = None,
+    policy_dir: Path, model_code: Path, registered_name: str | None, model_config: dict | None = None
 ):
     """Log a checkpoint folder as an MLflow pyfunc model; register it under ``registered_name`` if given.
 
-    The folder travels as an artifact and ``python_model`` loads it. Requirements are given, not
-    inferred: inference would load the model in a subprocess, which is slow.
+    ``model_code`` is a models-from-code file (e.g. flows/policy_model.py) whose model loads the folder,
+    logged as the artifact "policy". Requirements are given, not inferred: inference would load the
+    model in a subprocess, which is slow.
     """
     import torch
     import transformers
 
     return mlflow.pyfunc.log_model(
         name="policy",
-        python_model=python_model,
+        python_model=str(model_code),
         artifacts={"policy": str(policy_dir)},
         model_config=model_config or {},
         pip_requirements=[
@@ -210,32 +213,3 @@ def log_policy_model(
         ],
         registered_model_name=registered_name,
     )
-
-
-class Seq2SeqPolicyModel(mlflow.pyfunc.PythonModel):
-    """Loads a seq2seq policy checkpoint and summarizes: list of sources in, greedy outputs out."""
-
-    def load_context(self, context):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        folder = context.artifacts["policy"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
-
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        from components.seq2seq_policy import generate_greedy, tokenize_sources
-
-        config = context.model_config if context is not None else {}
-        sources = tokenize_sources(
-            self.tokenizer,
-            list(model_input),
-            config.get("max_source_tokens", 512),
-            config.get("source_prefix", ""),
-        )
-        return generate_greedy(
-            self.model,
-            self.tokenizer,
-            attention_mask=sources["attention_mask"],
-            input_ids=sources["input_ids"],
-            max_new_tokens=config.get("max_new_tokens", 64),
-        ).texts

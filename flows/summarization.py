@@ -20,13 +20,14 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from components import data
 from components.encoder_cache import EncodedSources, encode_sources
 from components.guidance_trainer import GuidanceConfig, GuidanceTrainer, token_rewards
 from components.lead_baseline import lead_summaries
 from components.models import ModelSpec, load_model, load_tokenizer
-from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.policy_trainer import PolicyTrainConfig, source_kwargs, train_policy
 from components.preferences import RankedList, load_ranked_lists, make_preference, rank_candidates
 from components.reward_model import TokenRewardModel
 from components.rouge import compute_rouge, rouge_per_example
@@ -47,14 +48,23 @@ from flows.checkpoints import (
     save_policy,
 )
 from flows.common import (
-    CONTENT_CACHE,
     PhaseTimer,
     apply_runtime,
     atomic_write_json,
+    content_cache,
     content_hash,
+    pick_device,
     seed_everything,
 )
 from flows.config import Config
+from flows.distributed import (
+    Hardware,
+    hardware,
+    make_accelerator,
+    run_step,
+    task_runner,
+    write_once,
+)
 from flows.prepare import summarization_dir
 from flows.tracking import check_reachable, pipeline_run, tracking_uri
 
@@ -96,6 +106,13 @@ def _load_sources(config: Config, split: str, tokenizer) -> EncodedSources | dic
     )
 
 
+def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Positions ``0..len(lengths)-1`` in batches of similar length (longest first), so a batch pads
+    to its own longest source instead of the split's; generation pays for padding at every token."""
+    order = torch.argsort(torch.as_tensor(lengths), descending=True, stable=True)
+    return list(order.split(batch_size))
+
+
 def _progress(label: str, total: int, every: int = 25):
     """on_step callback: a log line every ``every`` steps, so long phases show they are alive."""
     logger = get_run_logger()
@@ -133,7 +150,7 @@ def _train_config(config: Config, method: str, steps: int, lr: float, seed: int)
 # --- tasks ------------------------------------------------------------------------------------
 
 
-@task(cache_policy=CONTENT_CACHE, persist_result=True, retries=1)
+@task(cache_policy=content_cache("encoder_cache.py", "models.py"), persist_result=True, retries=1)
 def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     """Run the frozen encoder once over a split and store its states. (Outputs are passed as str:
     the cache key hashes Path arguments by content, and an output's content is not an input.)"""
@@ -150,12 +167,33 @@ def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     return Path(out)
 
 
-@task(cache_policy=CONTENT_CACHE, persist_result=True)
+@task(
+    cache_policy=content_cache(
+        "policy_trainer.py", "policy_losses.py", "seq2seq_policy.py", "models.py", "data.py"
+    ),
+    persist_result=True,
+)
 def warm_start(
-    train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int
+    train_path: Path,
+    encoder_cache: Path | None,
+    out: str,
+    models,
+    policy,
+    sampling,
+    seed: int,
+    hw: Hardware = Hardware(),
 ) -> Path:
     """MLE fine-tuning from the pretrained weights: the shared starting point of every method."""
+    kwargs = dict(
+        train_path=train_path, encoder_cache=encoder_cache, out=out, models=models, policy=policy,
+        sampling=sampling, seed=seed, hw=hw,
+    )  # fmt: skip
+    return run_step(_warm_start, kwargs, hw.processes)
+
+
+def _warm_start(train_path, encoder_cache, out, models, policy, sampling, seed, hw) -> Path:
     seed_everything(seed)
+    accelerator = make_accelerator(hw)
     tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
     if models.freeze_encoder:
         freeze_encoder(model)
@@ -181,18 +219,29 @@ def warm_start(
         seed=seed,
     )
     history = train_policy(
-        model, tokenizer, sources, labels, mask, train_cfg, on_step=_progress("warm start", train_cfg.steps)
-    )
+        model, tokenizer, sources, labels, mask, train_cfg, on_step=_step_log("warm start", train_cfg.steps),
+        accelerator=accelerator,
+    )  # fmt: skip
     tail = history[-20:] or [{"loss": float("nan"), "seconds": 0.0}]
     state = {
         "steps": len(history),
         "final_loss": sum(h["loss"] for h in tail) / len(tail),
         "seconds": sum(h["seconds"] for h in history),
     }
-    return save_policy(model, tokenizer, Path(out), state)
+    write_once(accelerator, lambda: save_policy(model, tokenizer, Path(out), state))
+    return Path(out)
 
 
-@task(cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="sample-and-rank-iter{iteration}")
+def _step_log(label: str, total: int):
+    """Progress lines inside a Prefect task run; quiet outside one (a data-parallel step's processes)."""
+    return _progress(label, total) if TaskRunContext.get() is not None else None
+
+
+@task(
+    cache_policy=content_cache("seq2seq_policy.py", "preferences.py", "rouge.py", "data.py"),
+    persist_result=True,
+    task_run_name="sample-and-rank-iter{iteration}",
+)
 def sample_and_rank(
     policy_dir: Path,
     train_path: Path,
@@ -202,18 +251,24 @@ def sample_and_rank(
     frozen: bool,
     seed: int,
     iteration: int,
+    device: str = "cpu",
 ) -> list[RankedList]:
     """K samples per article from the current policy, scored by the sequence-level preference."""
     if guidance.preference == "rankings":
         return load_ranked_lists(guidance.rankings_file)
-    tokenizer, model = load_policy(policy_dir, frozen)
+    tokenizer, model = load_policy(policy_dir, frozen, device=pick_device(device))
     examples = data.read_summaries(train_path)
     generator = torch.Generator().manual_seed(seed * 1000 + iteration)
     chosen = torch.randperm(len(examples), generator=generator)[: sampling.articles_per_iteration]
     sources = EncodedSources.load(encoder_cache) if encoder_cache else None
-    candidates: list[list[str]] = []
-    for start in range(0, len(chosen), 32):
-        rows = chosen[start : start + 32]
+    lengths = (
+        sources.attention_mask[chosen].sum(dim=1)
+        if sources is not None
+        else torch.tensor([len(examples[int(i)].source) for i in chosen])
+    )
+    by_chunk: dict[int, list[list[str]]] = {}
+    for start, positions in enumerate(length_batches(lengths, 32)):
+        rows = chosen[positions]
         if sources is not None:
             part = sources.select(rows)
             kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
@@ -234,7 +289,9 @@ def sample_and_rank(
             max_new_tokens=sampling.max_target_tokens,
             seed=seed * 1000 + iteration * 100 + start,
         )
-        candidates += [out.texts[j : j + sampling.k] for j in range(0, len(out.texts), sampling.k)]
+        groups = [out.texts[j : j + sampling.k] for j in range(0, len(out.texts), sampling.k)]
+        by_chunk.update(zip(positions.tolist(), groups, strict=True))
+    candidates = [by_chunk[position] for position in range(len(chosen))]
     picked = [examples[int(i)] for i in chosen]
     preference = make_preference(PREFERENCE_NAMES[guidance.preference])
     return rank_candidates(preference, [e.source for e in picked], candidates, [e.target for e in picked])
@@ -266,9 +323,19 @@ def fit_guidance(
     sampling,
     seed: int,
     iteration: int,
+    hw: Hardware = Hardware(),
 ) -> dict:
     """Learn token rewards whose aggregate orders each list of K like the preference does."""
+    kwargs = dict(
+        lists=lists, previous=previous, out=out, models=models, guidance=guidance, sampling=sampling,
+        seed=seed, iteration=iteration, hw=hw,
+    )  # fmt: skip
+    return run_step(_fit_guidance, kwargs, hw.processes)
+
+
+def _fit_guidance(lists, previous, out, models, guidance, sampling, seed, iteration, hw) -> dict:
     tokenizer, model = _reward_model(models, guidance, previous)
+    accelerator = make_accelerator(hw)
     trainer = GuidanceTrainer(
         model,
         tokenizer,
@@ -285,9 +352,10 @@ def fit_guidance(
             max_length=sampling.max_target_tokens,
             max_source_length=sampling.max_source_tokens,
         ),
+        accelerator=accelerator,
     )
     report = trainer.fit(lists).as_dict()
-    save_guidance(model, out, {"iteration": iteration, **report})
+    write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report
 
 
@@ -326,10 +394,13 @@ def reference_token_rewards(reward_model, labels, mask, sources, chunk: int = 64
     body_mask = mask.clone()
     body_mask[torch.arange(len(mask)), eos_position] = 0
     out = torch.zeros_like(mask)
+    device = next(reward_model.parameters()).device
     for start in range(0, len(labels), chunk):
         rows = torch.arange(start, min(start + chunk, len(labels)))
-        kwargs = _reward_source_kwargs(sources, rows)
-        rewards = reward_model(labels[rows], body_mask[rows].long(), **kwargs)
+        kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
+        rewards = (
+            reward_model(labels[rows].to(device), body_mask[rows].long().to(device), **kwargs).float().cpu()
+        )
         mean = rewards.sum(dim=1) / body_mask[rows].sum(dim=1).clamp(min=1)
         rewards[torch.arange(len(rows)), eos_position[rows]] = mean
         out[rows] = rewards * mask[rows]
@@ -355,6 +426,15 @@ def train_iteration(
     steps: int,
 ) -> dict:
     """``steps`` policy updates of ``method`` from ``start_policy``; saves the new policy to ``out``."""
+    kwargs = dict(
+        method=method, iteration=iteration, start_policy=start_policy, guidance_dir=guidance_dir, out=out,
+        config=config, steps=steps,
+    )  # fmt: skip
+    return run_step(_train_iteration, kwargs, config.runtime.processes)
+
+
+def _train_iteration(method, iteration, start_policy, guidance_dir, out, config: Config, steps) -> dict:
+    accelerator = make_accelerator(hardware(config.runtime))
     frozen = config.models.summarization.freeze_encoder
     tokenizer, model = load_policy(start_policy, frozen)
     examples = data.read_summaries(split_file(config, "train"))
@@ -365,7 +445,7 @@ def train_iteration(
     seed = config.runtime.seed * 1000 + iteration
     token_rewards, guidance_fn, first_weights = None, None, float("nan")
     if method == "pgg":
-        reward_model = load_guidance(guidance_dir, freeze_backbone=True)
+        reward_model = load_guidance(guidance_dir, freeze_backbone=True, device=accelerator.device)
         token_rewards = reference_token_rewards(reward_model, labels, mask, sources)
         weights = token_rewards / token_rewards.sum(dim=1, keepdim=True).clamp(min=1e-12)
         first_weights = float(weights[:, :3].mean())
@@ -376,11 +456,12 @@ def train_iteration(
                 if "encoder_hidden" in source_kwargs
                 else {"source_ids": source_kwargs["input_ids"]}
             )
+            device = accelerator.device
             return reward_model(
-                sample_labels,
-                sample_mask.long(),
-                source_attention_mask=source_kwargs["attention_mask"],
-                **kwargs,
+                sample_labels.to(device),
+                sample_mask.long().to(device),
+                source_attention_mask=source_kwargs["attention_mask"].to(device),
+                **{key: value.to(device) for key, value in kwargs.items()},
             )
 
     def rouge_reward(texts: list[str], refs: list[str]) -> torch.Tensor:
@@ -399,14 +480,18 @@ def train_iteration(
         references=[e.target for e in examples],
         sequence_reward=rouge_reward,
         guidance=guidance_fn,
-        on_step=_progress(f"{method} iteration {iteration}", steps),
+        on_step=_step_log(f"{method} iteration {iteration}", steps),
+        accelerator=accelerator,
     )
     stats = {
         "policy_loss": sum(h["loss"] for h in history) / max(len(history), 1),
         "first_token_weight": first_weights,
         "seconds_per_step": sum(h["seconds"] for h in history) / max(len(history), 1),
     }
-    save_policy(model, tokenizer, out, {"method": method, "iteration": iteration, **stats})
+    write_once(
+        accelerator,
+        lambda: save_policy(model, tokenizer, out, {"method": method, "iteration": iteration, **stats}),
+    )
     return stats
 
 
@@ -414,26 +499,24 @@ def train_iteration(
 def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: int = 8) -> dict:
     """Greedy decoding on a split; ROUGE-1/2/L/Lsum F1 in percent plus a few example outputs."""
     frozen = config.models.summarization.freeze_encoder
-    tokenizer, model = load_policy(policy_dir, frozen)
+    tokenizer, model = load_policy(policy_dir, frozen, device=pick_device(config.runtime.device))
     examples = data.read_summaries(split_file(config, split))
     limit = config.eval.summarization.max_examples
     examples = examples[:limit] if limit else examples
     sources = _load_sources(config, split, tokenizer)
-    batch = config.eval.summarization.batch_size
-    predictions: list[str] = []
-    for start in range(0, len(examples), batch):
-        rows = torch.arange(start, min(start + batch, len(examples)))
+    lengths = sources.attention_mask if isinstance(sources, EncodedSources) else sources["attention_mask"]
+    by_row: dict[int, str] = {}
+    for rows in length_batches(lengths[: len(examples)].sum(dim=1), config.eval.summarization.batch_size):
         if isinstance(sources, EncodedSources):
             part = sources.select(rows)
             kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
         else:
-            kwargs = {
-                "attention_mask": sources["attention_mask"][rows],
-                "input_ids": sources["input_ids"][rows],
-            }
-        predictions += generate_greedy(
+            kwargs = source_kwargs(sources, rows)  # token ids, trimmed to the batch's longest source
+        texts = generate_greedy(
             model, tokenizer, **kwargs, max_new_tokens=config.sampling.summarization.max_target_tokens
         ).texts
+        by_row.update(zip(rows.tolist(), texts, strict=True))
+    predictions = [by_row[row] for row in range(len(examples))]
     scores = {k: 100 * v for k, v in compute_rouge(predictions, [e.target for e in examples]).items()}
     samples = [
         {"id": e.id, "reference": e.target, "prediction": p}
@@ -466,6 +549,7 @@ def warmstart_flow(config: Config) -> Path:
         config.policy.summarization,
         sampling,
         config.runtime.seed,
+        hardware(config.runtime),
     )
 
 
@@ -485,7 +569,11 @@ def align_flow(config: Config, method: str) -> list[dict]:
     """The loop for one method. pgg: sample -> rank -> fit guidance -> weighted MLE -> evaluate."""
     check_reachable(tracking_uri(config))  # before any training, not after the warm start
     apply_runtime(config.runtime)
-    warm = warmstart_flow(config)
+    # The warm start on disk is the align stage's input (DVC made it in the stage before); build it
+    # only when it is missing, so a code edit elsewhere never silently redoes it under this stage.
+    warm = runs_dir(config) / "warmstart"
+    if not is_complete(warm):
+        warm = warmstart_flow(config)
     loop = config.loop.summarization
     method_dir = runs_dir(config) / method
     method_dir.mkdir(parents=True, exist_ok=True)
@@ -523,6 +611,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         frozen,
                         config.runtime.seed,
                         iteration,
+                        config.runtime.device,
                     )
                     row["preference/mean_score"] = sum(sum(x.scores) / len(x.scores) for x in lists) / len(
                         lists
@@ -537,6 +626,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         config.sampling.summarization,
                         config.runtime.seed,
                         iteration,
+                        hardware(config.runtime),
                     )
                 guidance_dir = iter_dir / "guidance"
                 with timer.phase("report"):  # the picture of the method: what the new guidance rewards
@@ -584,7 +674,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
             sampling = config.sampling.summarization
             reporting.log_policy_model(
                 policy_dir,
-                reporting.Seq2SeqPolicyModel(),
+                Path(__file__).with_name("policy_model.py"),
                 registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
                 model_config={
                     "max_source_tokens": sampling.max_source_tokens,
@@ -601,9 +691,23 @@ def final_policy(config: Config, method: str) -> Path:
     return runs_dir(config) / method / f"iter-{config.loop.summarization.iterations}" / "policy"
 
 
+@flow(name="summarization-evaluate-policies")
+def evaluate_policies(config: Config, policies: dict[str, Path], split: str) -> dict[str, dict]:
+    """``evaluate_policy`` of every named policy, submitted together to this flow's task runner (run it
+    ``.with_options(task_runner=distributed.task_runner(config.runtime))``): in parallel with Dask."""
+    futures = {
+        name: evaluate_policy.with_options(task_run_name=f"evaluate-{name}-{split}").submit(
+            path, split, config
+        )
+        for name, path in policies.items()
+    }
+    return {name: future.result() for name, future in futures.items()}
+
+
 @flow(name="summarization-evaluate")
-def evaluate_flow(config: Config, method: str) -> dict:
-    """Test-set ROUGE of a method's final policy (or of the lead-k baseline) into metrics/summarization/."""
+def evaluate_flow(config: Config, method: str, evaluation: dict | None = None) -> dict:
+    """Test-set ROUGE of a method's final policy (or of the lead-k baseline) into metrics/summarization/.
+    ``evaluation``: the policy's ``evaluate_policy`` result on the test split, if already computed."""
     apply_runtime(config.runtime)
     examples = data.read_summaries(split_file(config, "test"))
     limit = config.eval.summarization.max_examples
@@ -614,7 +718,7 @@ def evaluate_flow(config: Config, method: str) -> dict:
         scores = {key: 100 * v for key, v in compute_rouge(predictions, [e.target for e in examples]).items()}
         result = {"rouge": scores, "n": len(examples), "samples": []}
     else:
-        result = evaluate_policy(final_policy(config, method), "test", config)
+        result = evaluation or evaluate_policy(final_policy(config, method), "test", config)
     metrics = {f"test_{key}": round(value, 3) for key, value in result["rouge"].items()}
     metrics["n_test"] = result["n"]
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
@@ -642,8 +746,11 @@ def summarization_pipeline(config: Config) -> dict:
     results = {}
     for method in config.loop.methods:
         align_flow(config, method)
+    policies = {method: final_policy(config, method) for method in ("warmstart", *config.loop.methods)}
+    runner = task_runner(config.runtime)  # the test decodes are independent: parallel with Dask
+    evaluations = evaluate_policies.with_options(task_runner=runner)(config, policies, "test")
     for method in ("lead", "warmstart", *config.loop.methods):
-        results[method] = evaluate_flow(config, method)
+        results[method] = evaluate_flow(config, method, evaluations.get(method))
     table = [{"method": method, **metrics} for method, metrics in results.items()]
     create_markdown_artifact(
         key="summarization-results",

@@ -1,32 +1,25 @@
-"""One data-parallel training run on tiny models, for tests/test_data_parallel.py.
+"""One data-parallel training step on tiny models, for tests/test_data_parallel.py.
 
-    torchrun --nproc_per_node 2 tests/dp_worker.py OUT_DIR
-
-Trains the policy (pgg, weighted MLE) and fits the guidance, then writes the policy checkpoint through
-``flows.distributed.write_once``. The main process writes the histories to OUT_DIR/result.json; every
-process that runs the checkpoint writer appends its rank to OUT_DIR/writes.txt, and every process
-records whether it sees a complete checkpoint after the write.
+``run_all`` trains the policy (pgg, weighted MLE) and fits the guidance, then writes the policy
+checkpoint through ``flows.distributed.write_once``. Every process that runs the checkpoint writer
+appends its rank to OUT/writes.txt, and every process records whether it sees a complete checkpoint
+after the write. The same functions without an accelerator are the one-process baseline.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from components.encoder_cache import encode_sources  # noqa: E402
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer  # noqa: E402
-from components.models import ModelSpec, load_model  # noqa: E402
-from components.policy_trainer import PolicyTrainConfig, train_policy  # noqa: E402
-from components.preferences import RankedList  # noqa: E402
-from components.reward_model import TokenRewardModel  # noqa: E402
-from components.seq2seq_policy import encode_targets, freeze_encoder  # noqa: E402
+from components.encoder_cache import encode_sources
+from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.models import ModelSpec, load_model
+from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.preferences import RankedList
+from components.reward_model import TokenRewardModel
+from components.seq2seq_policy import encode_targets, freeze_encoder
 
 WORDS = ("stock", "bond", "gold", "oil", "tech", "bank", "car", "food")
 ARTICLES = [f"the {w} market rose sharply on monday as traders bought {w} shares" for w in WORDS]
@@ -86,11 +79,14 @@ def fit_the_guidance(accelerator=None) -> dict:
     }
 
 
-def main(out: Path) -> None:
+def run_all(out: str) -> dict:
+    """The step ``run_step`` launches: train both models, write the checkpoint once; returns the
+    histories (``run_step`` hands back the main process's)."""
     from flows.checkpoints import is_complete, save_policy
-    from flows.distributed import make_accelerator, write_once
+    from flows.distributed import Hardware, make_accelerator, write_once
 
-    accelerator = make_accelerator(type("Runtime", (), {"device": "cpu", "bf16": False}))
+    out = Path(out)
+    accelerator = make_accelerator(Hardware(device="cpu"))
     tokenizer, model, history = train_the_policy(accelerator)
     guidance = fit_the_guidance(accelerator)
     folder = out / "policy"
@@ -103,10 +99,4 @@ def main(out: Path) -> None:
     write_once(accelerator, write)
     seen = {"rank": accelerator.process_index, "complete": is_complete(folder)}
     (out / f"seen-{accelerator.process_index}.json").write_text(json.dumps(seen))
-    if accelerator.is_main_process:
-        result = {"processes": accelerator.num_processes, "policy": history, "guidance": guidance}
-        (out / "result.json").write_text(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    return {"processes": accelerator.num_processes, "policy": history, "guidance": guidance}

@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent  # the venv's prefect, mlflow and dvc
 TINY_SUMMARIZATION = """
 data:
   root: {root}
-  prepared_dir: {tmp}/data
+  prepared_dir: {prepared}
   summarization: {{max_train_examples: 24, max_eval_examples: 6}}
 models:
   summarization: {{policy: tiny, reward_backbone: tiny, decoder_layers: null, reward_decoder_layers: null}}
@@ -38,9 +38,20 @@ runtime: {{runs_dir: {tmp}/runs, seed: 0, device: cpu}}
 """
 
 
-def tiny_params(folder: Path, data_root: Path, steps: int = 4, methods: str = "pgg, mle, seqpg") -> Path:
+def tiny_params(
+    folder: Path,
+    data_root: Path,
+    steps: int = 4,
+    methods: str = "pgg, mle, seqpg",
+    prepared: Path | None = None,
+) -> Path:
+    """params.yaml in ``folder`` (runs under folder/runs); ``steps`` / 2 loop iterations."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
-    path.write_text(TINY_SUMMARIZATION.format(root=data_root, tmp=folder, steps=steps, methods=methods))
+    text = TINY_SUMMARIZATION.format(
+        root=data_root, tmp=folder, prepared=prepared or folder / "data", steps=steps, methods=methods
+    )
+    path.write_text(text)
     return path
 
 
@@ -75,7 +86,9 @@ def tail(log: Path, lines: int = 40) -> str:
 
 
 @contextmanager
-def background(command: list[str], log: Path, env: dict[str, str], cwd: Path = PROJECT_ROOT):
+def background(
+    command: list[str], log: Path, env: dict[str, str], cwd: Path = PROJECT_ROOT, grace: float = 10
+):
     """Run ``command`` in its own process group; always stop the group on exit (TERM, then KILL)."""
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -84,7 +97,7 @@ def background(command: list[str], log: Path, env: dict[str, str], cwd: Path = P
     try:
         yield process
     finally:
-        stop(process)
+        stop(process, grace)
 
 
 def stop(process: subprocess.Popen, grace: float = 10.0) -> None:

@@ -52,7 +52,16 @@ def test_scheduled_deployment_runs_on_a_process_worker(tmp_path, data_root):
     }
     port = urllib.parse.urlparse(api).port
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
-    server_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    server_cmd = [
+        str(BIN / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-services",
+    ]
     worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "pgg", "--type", "process"]
     with background(server_cmd, server_log, env) as server:
         wait_for_http(f"{api}/health", server, server_log, timeout=120)

@@ -34,6 +34,15 @@ EVALUATIONS = 24
 
 
 @pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One MLflow store for the module (overrides conftest's): a new sqlite store costs ~10 s of migrations."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture(scope="module")
 def tiny_params(tmp_path_factory, data_root, prefect_server):
     tmp = tmp_path_factory.mktemp("prompt")
     path = write_params(tmp, TINY.format(root=data_root, tmp=tmp))
@@ -105,7 +114,7 @@ def test_baselines_write_metrics_with_the_same_budget(tiny_config, mlflow_uri):
     for method in ("random", "seqpg"):
         rows = p.search_flow(tiny_config, method)
         assert rows[-1]["evaluations"] == EVALUATIONS
-    assert "policy/entropy" not in p.search_flow(tiny_config, "random")[-1]
+        assert ("policy/entropy" in rows[-1]) == (method == "seqpg")
     for method in ("none", "manual", "random", "seqpg"):
         p.evaluate_flow(tiny_config, method)
         saved = json.loads((p.metrics_dir(tiny_config) / f"{method}.json").read_text())
@@ -131,11 +140,17 @@ def test_resume_skips_complete_blocks_and_matches(tiny_config, mlflow_uri):
 
 
 def test_masked_lm_task_model_runs_the_search(tiny_params, tmp_path, mlflow_uri):
-    config = load_params(
-        tiny_params, {"models.prompt.task_model": "mlm", "runtime.runs_dir": str(tmp_path / "runs")}
-    )
+    # The tiny masked LM computes logits over the whole vocabulary at every position: keep it small.
+    overrides = {
+        "models.prompt.task_model": "mlm",
+        "runtime.runs_dir": str(tmp_path / "runs"),
+        "sampling.prompt": {"k": 2, "lists_per_step": 1, "warmup_lists": 1},
+        "loop.prompt": {"policy_steps": 1, "refit_every": 1, "refit_until": 1},
+        "eval.prompt.max_test_examples": 8,
+    }
+    config = load_params(tiny_params, overrides)
     rows = p.search_flow(config, "random")
-    assert rows[-1]["evaluations"] == EVALUATIONS
+    assert rows[-1]["evaluations"] == 4
     assert 0 <= p.evaluate_flow(config, "random")["test_accuracy"] <= 100
 
 
@@ -143,5 +158,7 @@ def test_bad_method_or_missing_search_is_a_clear_error(tiny_params, tmp_path, ml
     config = load_params(tiny_params, {"runtime.runs_dir": str(tmp_path / "runs")})
     with pytest.raises(ValueError, match="unknown prompt method 'mle'"):
         p.search_flow(config, "mle")
+    with pytest.raises(ValueError, match="guidance.prompt.preference"):
+        p.search_flow(load_params(tiny_params, {"guidance.prompt.preference": "rouge"}), "pgg")
     with pytest.raises(ValueError, match="prompt-train --method pgg"):
         p.evaluate_flow(config, "pgg")
