@@ -140,9 +140,27 @@ class GuidanceSettings(Section):
         return self
 
 
+def _fill_task_defaults(raw: Any, defaults: dict[str, dict]) -> Any:
+    """A task block given in part keeps that task's own defaults for the keys it leaves out."""
+    if not isinstance(raw, dict):
+        return raw
+    return {
+        **raw,
+        **{task: {**d, **raw[task]} for task, d in defaults.items() if isinstance(raw.get(task), dict)},
+    }
+
+
+_GUIDANCE_DEFAULTS = {"prompt": {"aggregation": "sum", "preference": "task", "lr": 1e-3}}
+
+
 class GuidanceConfig(Section):
     summarization: GuidanceSettings = GuidanceSettings()
-    prompt: GuidanceSettings = GuidanceSettings(aggregation="sum", preference="task", lr=1e-3)
+    prompt: GuidanceSettings = GuidanceSettings(**_GUIDANCE_DEFAULTS["prompt"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw):
+        return _fill_task_defaults(raw, _GUIDANCE_DEFAULTS)
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -202,11 +220,22 @@ class LoopSchedule(Section):
         return -(-self.policy_steps // self.refit_every)
 
 
-class LoopConfig(Section):
-    summarization: LoopSchedule = LoopSchedule(policy_steps=150, refit_every=50, refit_until=100)
+_LOOP_DEFAULTS = {
+    "summarization": {"policy_steps": 150, "refit_every": 50, "refit_until": 100},
     # 100 steps x 20 prompts: the quick default (pgg + baselines) fits in ~10 CPU minutes
-    prompt: LoopSchedule = LoopSchedule(policy_steps=100, refit_every=25, refit_until=75)
+    "prompt": {"policy_steps": 100, "refit_every": 25, "refit_until": 75},
+}
+
+
+class LoopConfig(Section):
+    summarization: LoopSchedule = LoopSchedule(**_LOOP_DEFAULTS["summarization"])
+    prompt: LoopSchedule = LoopSchedule(**_LOOP_DEFAULTS["prompt"])
     methods: tuple[str, ...] = ("pgg", "mle", "seqpg")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw):
+        return _fill_task_defaults(raw, _LOOP_DEFAULTS)
 
     @field_validator("methods")
     @classmethod

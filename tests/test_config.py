@@ -72,3 +72,14 @@ def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "sampling.summarization.k" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_partial_task_block_keeps_that_tasks_defaults(tmp_path, data_root):
+    path = write_params(tmp_path, f"data:\n  root: {data_root}\nguidance:\n  prompt:\n    tau: 0.5\n")
+    config = load_params(path)
+    assert config.guidance.prompt.aggregation == "sum" and config.guidance.prompt.preference == "task"
+    assert config.guidance.prompt.tau == 0.5
+    loop = load_params(
+        write_params(tmp_path, f"data:\n  root: {data_root}\nloop:\n  prompt:\n    refit_until: 50\n")
+    )
+    assert loop.loop.prompt.policy_steps == Config().loop.prompt.policy_steps
