@@ -73,6 +73,15 @@ def data_hash(config: Config) -> str:
     return "unversioned"
 
 
+def _use_experiment(uri: str, name: str) -> None:
+    """Select the experiment; a new one on a sqlite store keeps its artifacts beside the database
+    (mlartifacts/), not in ./mlruns of whatever folder the process happened to start in."""
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        database = Path(uri.removeprefix("sqlite:///"))
+        mlflow.create_experiment(name, artifact_location=(database.parent / "mlartifacts").resolve().as_uri())
+    mlflow.set_experiment(name)
+
+
 @contextmanager
 def pipeline_run(
     config: Config,
@@ -88,7 +97,7 @@ def pipeline_run(
     uri = tracking_uri(config)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(f"{config.tracking.experiment_prefix}-{task}")
+    _use_experiment(uri, f"{config.tracking.experiment_prefix}-{task}")
     tags = {
         "task": task,
         "method": method,
