@@ -192,6 +192,11 @@ def main() -> None:
     greedy = {key: min(values) for key, values in greedy.items()}
     total = time.perf_counter() - started
 
+    accuracy = (
+        f"{report.val_pairwise_accuracy:.2f}"
+        if math.isfinite(report.val_pairwise_accuracy)
+        else "n/a (the untrained policy's samples all tie under ROUGE)"
+    )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     loop_table = markdown_table(
         ["stage of one pgg iteration", "seconds"], [[k, f"{v:.2f}"] for k, v in stages.items()]
@@ -221,7 +226,7 @@ def main() -> None:
     body = (
         f"Device: **{name}**, policy `{args.model}` (frozen encoder, cached states), {len(articles)} "
         f"synthetic articles of 8-120 words. Loop {'healthy' if healthy else 'NOT HEALTHY (non-finite loss)'}: "
-        f"guidance val pairwise accuracy {report.val_pairwise_accuracy:.2f}, policy loss "
+        f"guidance val pairwise accuracy {accuracy}, policy loss "
         f"{history[0]['loss']:.2f} → {history[-1]['loss']:.2f}, greedy ROUGE-L {100 * rouge['rougeL']:.1f}.\n\n"
         f"{loop_table}\n\n{throughput}\n\n"
         f"Timings are the faster of 2 interleaved rounds. Whole check: {total:.0f} s. "

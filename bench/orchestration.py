@@ -110,18 +110,24 @@ def plain_loop(config, method: str = "pgg") -> None:
 
 
 def task_states(flow_state) -> Counter:
-    """(task name, final state) counts of a flow run and its subflows."""
+    """(task name, final state) counts of a flow run and, recursively, its subflows."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentTaskRunId
 
-    top = flow_state.state_details.flow_run_id
+    counts: Counter = Counter()
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[top]))
-        )
-        ids = [top, *(run.id for run in children)]
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-    return Counter((run.name.rsplit("-", 1)[0], run.state.name) for run in runs)
+        flow_ids = [flow_state.state_details.flow_run_id]
+        while flow_ids:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_ids)))
+            counts.update((run.name.rsplit("-", 1)[0], run.state.name) for run in runs)
+            children = client.read_flow_runs(  # a subflow hangs off a task run of its parent flow
+                flow_run_filter=FlowRunFilter(
+                    parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[run.id for run in runs])
+                )
+            ) if runs else []  # fmt: skip
+            flow_ids = [child.id for child in children]
+    subflow_placeholders = {name for name, _ in counts if name.startswith("summarization-")}
+    return Counter({key: n for key, n in counts.items() if key[0] not in subflow_placeholders})
 
 
 def measure(size: str, repeats: int, root: Path) -> dict:
@@ -130,7 +136,8 @@ def measure(size: str, repeats: int, root: Path) -> dict:
 
     times = {"plain": [], "flow": []}
     cache = {}
-    for repeat in range(repeats):
+    first = -1 if size == "tiny" else 0  # round -1 warms the process up (imports, first loads): not counted
+    for repeat in range(first, repeats):
         for mode in ("plain", "flow"):
             folder = root / f"{size}-{mode}-{repeat}"
             folder.mkdir(parents=True)
@@ -141,13 +148,15 @@ def measure(size: str, repeats: int, root: Path) -> dict:
                 plain_loop(config)
             else:
                 s.align_flow(config, "pgg")
-            times[mode].append(time.perf_counter() - start)
+            if repeat >= 0:
+                times[mode].append(time.perf_counter() - start)
             if mode == "flow" and repeat == 0:  # cache hits: same inputs, iteration results thrown away
                 for state_file in (s.runs_dir(config) / "pgg").glob("iter-*/state.json"):
                     state_file.unlink()
-                start = time.perf_counter()
-                state = s.align_flow(config, "pgg", return_state=True)
-                cache = {"seconds": time.perf_counter() - start, "states": task_states(state)}
+                start = time.perf_counter()  # the two stages DVC would rerun: warm start, then the loop
+                states = task_states(s.warmstart_flow(config, return_state=True))
+                states += task_states(s.align_flow(config, "pgg", return_state=True))
+                cache = {"seconds": time.perf_counter() - start, "states": states}
             shutil.rmtree(folder / "runs", ignore_errors=True)
     return {"plain": min(times["plain"]), "flow": min(times["flow"]), "all": times, "cache": cache}
 
@@ -207,9 +216,10 @@ def main() -> None:
             cache_rows.append([size, name, state, count])
     first = {size: r["all"]["flow"][0] for size, r in results.items()}
     cache_body = (
-        "`align_flow(config, 'pgg')` rerun with unchanged inputs after deleting every iteration's "
-        "`state.json` (so the loop itself must run again): task runs by final state. `Cached` = "
-        "skipped, result read from Prefect's content-addressed cache.\n\n"
+        "`warmstart_flow` and `align_flow(config, 'pgg')` rerun with unchanged inputs after deleting every "
+        "iteration's `state.json` (so the loop itself must run again): task runs by final state. `Cached` "
+        "= skipped, the result read from Prefect's content-addressed cache (key: task source, inputs "
+        "hashed by content, components/ source).\n\n"
         + markdown_table(["loop", "task", "final state", "task runs"], cache_rows)
         + "\n\n"
         + markdown_table(
