@@ -11,6 +11,7 @@ after ``.``, ``!`` or ``?`` followed by whitespace (a plain rule, no NLTK punkt 
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import evaluate
 METRIC_PATH = Path(__file__).resolve().parent / "metric_modules" / "rouge" / "rouge.py"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# One shared EvaluationModule is not thread-safe (compute() tears down shared state); parallel task
+# runners (Prefect threads, Dask) evaluate concurrently, so calls take turns.
+_COMPUTE_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -47,12 +51,13 @@ def rouge_per_example(predictions: list[str], references: list[str], use_stemmer
     _check(predictions, references)
     if not predictions:
         return []
-    scores = _metric().compute(
-        predictions=[sentences_per_line(p) for p in predictions],
-        references=[sentences_per_line(r) for r in references],
-        use_stemmer=use_stemmer,
-        use_aggregator=False,
-    )
+    with _COMPUTE_LOCK:
+        scores = _metric().compute(
+            predictions=[sentences_per_line(p) for p in predictions],
+            references=[sentences_per_line(r) for r in references],
+            use_stemmer=use_stemmer,
+            use_aggregator=False,
+        )
     return [{key: float(scores[key][i]) for key in ROUGE_TYPES} for i in range(len(predictions))]
 
 

@@ -160,3 +160,14 @@ def test_embedding_similarity_prefers_the_closer_text():
     )[0]
     assert scores[0] == pytest.approx(1.0, abs=1e-5)
     assert scores[0] > scores[1] > scores[2]
+
+
+def test_rouge_is_safe_under_concurrent_calls():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.rouge import compute_rouge
+
+    pairs = [(["the cat sat on the mat"] * 20, ["a cat sat on a mat"] * 20)] * 16
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda pr: compute_rouge(*pr)["rougeL"], pairs))
+    assert len(set(results)) == 1 and results[0] > 0.5
