@@ -161,6 +161,29 @@ def measure(size: str, repeats: int, root: Path) -> dict:
     return {"plain": min(times["plain"]), "flow": min(times["flow"]), "all": times, "cache": cache}
 
 
+def quick_default_step_seconds(steps: int = 3) -> float:
+    """Seconds per MLE step of the quick default's policy (MiniLM BERT2BERT, 2 decoder layers, frozen
+    encoder states of 128 tokens, batch 32, 24 target tokens), on random tokens."""
+    import torch
+
+    from components.encoder_cache import EncodedSources
+    from components.models import ModelSpec, load_model
+    from components.policy_trainer import PolicyTrainConfig, train_policy
+    from components.seq2seq_policy import freeze_encoder
+
+    tokenizer, model = load_model(ModelSpec("minilm", "seq2seq", 2))
+    freeze_encoder(model)
+    generator = torch.Generator().manual_seed(0)
+    sources = EncodedSources(
+        torch.randn(32, 128, 384, generator=generator), torch.ones(32, 128, dtype=torch.long)
+    )
+    labels = torch.randint(2000, 29000, (32, 24), generator=generator)
+    mask = torch.ones(32, 24)
+    config = PolicyTrainConfig(steps=steps + 1, batch_size=32, lr=1e-4)
+    history = train_policy(model, tokenizer, sources, labels, mask, config)
+    return min(h["seconds"] for h in history[1:])
+
+
 def per_call_costs(calls: int, write: bool) -> None:
     """Fixed costs, robust to load: a no-op Prefect task run, a subflow run and an MLflow log_metrics
     call against a plain function call, then what they add to the quick default (counted task runs)."""
@@ -198,12 +221,15 @@ def per_call_costs(calls: int, write: bool) -> None:
             for i in range(calls):
                 mlflow.log_metrics({"a": float(i), "b": 2.0}, step=i)
             costs["MLflow log_metrics"] = (time.perf_counter() - start) / calls
+    step = quick_default_step_seconds()
     loads.append(os.getloadavg()[0])
     # the quick default (params.yaml): encoder cache x3 + warm start; pgg 2 refits x (sample, fit,
     # token rewards) + 3 x (train, evaluate); mle and seqpg 3 x (train, evaluate); 4 test evaluations
     quick = {"task": 4 + (6 + 6) + 6 + 6 + 4, "subflow": 1 + 3 + 5, "MLflow log_metrics": 9 + 5}
     stage_processes = 9  # dvc repro: one `python -m flows` process per summarization stage
-    added = sum(costs[k] * n for k, n in quick.items()) + stage_processes * startup
+    server = stage_processes * startup
+    added = sum(costs[k] * n for k, n in quick.items()) + server
+    compute = (300 + 3 * 150) * step  # policy steps only: sampling, guidance and evaluation come on top
     rows = [[k, f"{1000 * v:.1f}"] for k, v in costs.items()]
     body = (
         f"{calls} calls of each inside one flow run, after a warm-up:\n\n"
@@ -211,12 +237,15 @@ def per_call_costs(calls: int, write: bool) -> None:
         + f"\n\nThe quick default pipeline (`params.yaml`: encoder cache, warm start, pgg/mle/seqpg with 3 "
         f"iterations each, test evaluation) makes about {quick['task']} task runs, {quick['subflow']} "
         f"subflow runs and {quick['MLflow log_metrics']} metric logs in {stage_processes} stage processes, "
-        f"each starting a temporary Prefect server ({startup:.1f} s here, first call included; none with "
-        f"`PREFECT_API_URL`): about **{added:.0f} s** of orchestration "
-        "in total, against its training time of hours on this CPU (the 300-step warm start alone took 38 "
-        "min; see warmstart_recipe): far below 5 %. The end-to-end comparison (section orchestration) is "
-        "dominated by the work the flow does on top (reports, model registration) and by load noise on "
-        f"loops of seconds. Load average {min(loads):.1f}-{max(loads):.1f}."
+        f"each starting a temporary Prefect server ({startup:.1f} s here, first call and imports included; "
+        f"none with `PREFECT_API_URL`): about **{added:.0f} s** of orchestration, or {added - server:.0f} s "
+        f"with a running server. Its 750 policy steps alone (300 warm start + 3 x 150; one MiniLM step, "
+        f"batch 32, timed in this run: {step:.2f} s) take {compute / 60:.0f} min, so orchestration is at "
+        f"most **{100 * added / compute:.1f} %** of the run ({100 * (added - server) / compute:.1f} % with a "
+        "running Prefect server; sampling, guidance fits and evaluation only add compute). The end-to-end "
+        "comparison "
+        "(section orchestration) is dominated by the work the flow does on top (reports, model "
+        f"registration) and by load noise on loops of seconds. Load average {min(loads):.1f}-{max(loads):.1f}."
     )
     print(body)
     if write:

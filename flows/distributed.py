@@ -1,15 +1,15 @@
-"""Training on one or several devices through Hugging Face ``accelerate``.
-
-Tasks that do not depend on each other (the test evaluations of every method) are submitted to the
-task runner of ``runtime.task_runner``: Prefect's thread pool, or Dask (``task_runner``).
+"""Scaling out: data-parallel training through Hugging Face ``accelerate``, and the task runner.
 
 A flow always runs in one process: Prefect, MLflow and the files stay single-writer. With
 ``runtime.processes: N`` (N > 1) each training step (warm start, policy iteration, guidance fit) runs
 as N processes under ``torch.distributed.run`` (torchrun, the launcher ``accelerate launch`` uses for
-several GPUs): every process builds ``make_accelerator(runtime)``, takes its share of each global batch,
+several GPUs): every process builds ``make_accelerator(hw)``, takes its share of each global batch,
 and only the main process writes the checkpoint (``write_once``) and returns the result to the flow.
 
-    python -m flows.distributed JOB   # one process of such a step; the flow starts it, not you
+    python -m flows.distributed JOB RESULT   # one process of such a step; the flow starts it, not you
+
+Tasks that do not depend on each other (the test evaluations of every method) are submitted to
+``task_runner(runtime)``: Prefect's thread pool, or a Dask cluster.
 """
 
 from __future__ import annotations
