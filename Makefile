@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	dvc repro
+	$(PY) -m flows.server dvc repro   # one Prefect server for every stage process
 
 test: install
 	$(PY) -m pytest

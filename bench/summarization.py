@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
+
+import torch
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
@@ -22,11 +25,14 @@ from flows.config import DEFAULT_PARAMS, load_params
 METHODS = ("pgg", "mle", "seqpg", "warmstart", "lead")
 
 
-def run_seed(params: Path, seed: int, runs_root: Path) -> dict:
+def run_seed(params: Path, seed: int, runs_root: Path, threads: int | None) -> dict:
     from flows import summarization as s
     from flows.prepare import prepare
 
-    config = load_params(params, {"runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")})
+    overrides = {"runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")}
+    if threads:
+        overrides["runtime.threads"] = threads
+    config = load_params(params, overrides)
     if not (s.split_file(config, "test")).exists():
         prepare(config)
     seconds = {}
@@ -57,10 +63,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--runs-root", default="runs/bench/summarization")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
     args = parser.parse_args()
     runs_root = Path(args.runs_root)
-    seeds = [run_seed(Path(args.params), seed, runs_root) for seed in args.seeds]
-    (runs_root / "results.json").write_text(json.dumps(seeds, indent=2))
+    runs_root.mkdir(parents=True, exist_ok=True)
+    seeds, loads = [], [os.getloadavg()[0]]
+    for seed in args.seeds:
+        seeds.append(run_seed(Path(args.params), seed, runs_root, args.threads))
+        loads.append(os.getloadavg()[0])
+        (runs_root / "results.json").write_text(json.dumps(seeds, indent=2))
 
     rows = []
     for method in METHODS:
@@ -86,7 +97,8 @@ def main() -> None:
         + ("**Met on this run.**" if won else "**Not met on this run.**")
         + "\n\nWall time per phase (minutes, mean over seeds):\n\n"
         + markdown_table(["phase", "minutes"], timing)
-        + f"\n\nTotal per seed: {total:.1f} min."
+        + f"\n\nTotal per seed: {total:.1f} min, {args.threads or torch.get_num_threads()} torch thread(s); "
+        f"load average {min(loads):.1f}-{max(loads):.1f} (2-core machine)."
     )
     write_section("summarization", "Summarization: ours vs MLE vs sequence-level PG (quick default)", body)
     print(body)
