@@ -24,7 +24,9 @@ def stage_params(tmp_path_factory) -> dict[str, list[str]]:
 
     with Repo(str(repo)) as dvc_repo:
         return {
-            stage.addressing.rsplit(":", 1)[-1]: [key for dep in stage.deps for key in (getattr(dep, "params", None) or [])]
+            stage.addressing.rsplit(":", 1)[-1]: [
+                key for dep in stage.deps for key in (getattr(dep, "params", None) or [])
+            ]
             for stage in dvc_repo.index.stages
         }
 
