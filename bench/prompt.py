@@ -21,6 +21,8 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
 from flows.config import DEFAULT_PARAMS, load_params
@@ -35,9 +37,11 @@ LABELS = {
 }
 
 
-def run_one(params: Path, dataset: str, seed: int, runs_root: Path, test_cap: int | None) -> dict:
+def run_one(
+    params: Path, dataset: str, seed: int, runs_root: Path, test_cap: int | None, threads: int | None
+) -> dict:
     from flows.prepare import prepare
-    from flows.prompt import prompt_pipeline, split_file
+    from flows.prompt import prompt_pipeline, runs_dir, split_file
 
     overrides = {
         "data.prompt.dataset": dataset,
@@ -45,12 +49,24 @@ def run_one(params: Path, dataset: str, seed: int, runs_root: Path, test_cap: in
         "runtime.runs_dir": str(runs_root / "runs"),
         "eval.prompt.max_test_examples": test_cap,
     }
+    if threads:
+        overrides["runtime.threads"] = threads
     config = load_params(params, overrides)
     if not split_file(config, "test").exists():
         prepare(config)
     start = time.perf_counter()
     results = prompt_pipeline(config)
-    return {"dataset": dataset, "seed": seed, "seconds": time.perf_counter() - start, "test": results}
+    seconds = time.perf_counter() - start
+    # how well the guidance orders fresh lists of the current policy, before each update uses them
+    curve = json.loads((runs_dir(config) / "pgg" / "curve.json").read_text())
+    online = [row["guidance/online_accuracy"] for row in curve if "guidance/online_accuracy" in row]
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "seconds": seconds,
+        "test": results,
+        "guidance_online_accuracy": sum(online) / len(online),
+    }
 
 
 def scoring_throughput(root: Path, prompts: int = 64, batch: int = 16) -> tuple[float, float]:
@@ -94,6 +110,7 @@ def main() -> None:
     parser.add_argument("--agnews-test", type=int, default=2000, help="cap on AG News test rows (0: all)")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--runs-root", default="runs/bench/prompt")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
     args = parser.parse_args()
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +122,7 @@ def main() -> None:
     for dataset in args.datasets:
         cap = (args.agnews_test or None) if dataset == "agnews" else None
         for seed in args.seeds:
-            results.append(run_one(Path(args.params), dataset, seed, runs_root, cap))
+            results.append(run_one(Path(args.params), dataset, seed, runs_root, cap, args.threads))
             loads.append(os.getloadavg()[0])
             (runs_root / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -138,6 +155,9 @@ def main() -> None:
             + ", ".join(f"{g:+.1f}" for g in gaps)
             + f" (mean {statistics.mean(gaps):+.1f}). "
             + ("**Target (≥ +2 points) met.**" if wins else "**Target (≥ +2 points) not met.**")
+            + f" Guidance ordering accuracy on fresh lists of the current policy (pairs of a list the "
+            f"token-reward aggregate orders like the gap reward, mean over updates): "
+            f"{statistics.mean(r['guidance_online_accuracy'] for r in runs):.2f}; 0.5 is chance."
             + f" Wall time per seed, whole pipeline: {minutes:.1f} min."
         )
     evaluations = results[0]["test"]["pgg"]["evaluations"]
@@ -149,7 +169,8 @@ def main() -> None:
         + "\n\nPrompt scoring throughput (SST-2 train, 64 random 5-word prompts in batches of 16), same run: "
         f"**{cached_rate:.0f} prompts/s with the input-embedding cache vs {uncached_rate:.0f} without, "
         f"{cached_rate / uncached_rate:.1f}x**.\n\n"
-        f"Load average {min(loads):.1f}-{max(loads):.1f} (2-core machine)."
+        f"{args.threads or torch.get_num_threads()} torch thread(s); load average "
+        f"{min(loads):.1f}-{max(loads):.1f} (2-core machine)."
     )
     write_section("prompt", "Prompt generation: ours vs baselines over data seeds", body)
     print(body)

@@ -64,14 +64,26 @@ def main() -> None:
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--runs-root", default="runs/bench/summarization")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the section from the seeds' saved results (seeds run in separate processes)",
+    )
     args = parser.parse_args()
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
     seeds, loads = [], [os.getloadavg()[0]]
     for seed in args.seeds:
+        result_file = runs_root / f"seed-{seed}" / "result.json"
+        if args.report_only:
+            seeds.append(json.loads(result_file.read_text()))
+            continue
         seeds.append(run_seed(Path(args.params), seed, runs_root, args.threads))
         loads.append(os.getloadavg()[0])
-        (runs_root / "results.json").write_text(json.dumps(seeds, indent=2))
+        seeds[-1]["load"] = loads[-1]
+        result_file.write_text(json.dumps(seeds[-1], indent=2))
+    if args.report_only:
+        loads = [r.get("load", float("nan")) for r in seeds]
 
     rows = []
     for method in METHODS:
