@@ -89,12 +89,21 @@ class FitReport:
     n_val: int  # 0: no held-out lists, val metrics are on the training lists
     final_lr: float
     seconds: float
+    # val_loss of constant rewards (mean ln K! per held-out list): val_loss near it means the fit
+    # learned no ordering, and reward-weighted MLE with these rewards is plain MLE
+    chance_val_loss: float = math.nan
     history: tuple[dict, ...] = field(default=(), repr=False)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the held-out listwise loss beat constant rewards by at least 0.1 %."""
+        return self.val_loss < self.chance_val_loss * 0.999
 
     def as_dict(self) -> dict:
         """Flat scalars, ready for a metrics logger."""
         out = asdict(self)
         out.pop("history")
+        out["learned"] = self.learned
         return out
 
 
@@ -288,7 +297,8 @@ class GuidanceTrainer:
             train = self._prepare(train_lists)
             val = self._prepare(held_out) if held_out else train
             report = self._train(train, val, n_val=len(held_out), generator=generator, on_epoch=on_epoch)
-        return FitReport(**report, seconds=time.perf_counter() - start)
+        chance = sum(math.lgamma(len(item.scores) + 1) for item in val) / len(val)
+        return FitReport(**report, seconds=time.perf_counter() - start, chance_val_loss=chance)
 
     def _split(self, lists, val_lists, generator):
         if val_lists is not None:

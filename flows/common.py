@@ -160,3 +160,12 @@ class PhaseTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def unlearned_guidance(report: dict, refit: int, task_name: str) -> str:
+    """The warning for a guidance fit that did no better than constant rewards (FitReport.learned)."""
+    return (
+        f"guidance refit {refit} learned no ordering: held-out listwise loss {report['val_loss']:.4f} vs "
+        f"{report['chance_val_loss']:.4f} for constant rewards, so the policy update that uses it is "
+        f"unguided; raise guidance.{task_name}.lr or epochs, or sample more diverse candidates"
+    )

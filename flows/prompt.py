@@ -42,7 +42,7 @@ from pathlib import Path
 
 import mlflow
 import torch
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from components import data
@@ -64,6 +64,7 @@ from flows.common import (
     atomic_write_text,
     content_hash,
     seed_everything,
+    unlearned_guidance,
 )
 from flows.config import Config, PromptModels
 from flows.prepare import prompt_dir
@@ -445,8 +446,15 @@ def _log_rows(rows: list[dict]) -> None:
 
 
 def _guidance_metrics(report: dict) -> dict[str, float]:
-    keys = ("val_pairwise_accuracy", "val_kendall_tau", "val_loss", "train_loss", "epochs_run")
-    return {f"guidance/{k}": float(report[k]) for k in keys if report[k] == report[k]}  # drop NaN
+    keys = (
+        "val_pairwise_accuracy",
+        "val_kendall_tau",
+        "val_loss",
+        "chance_val_loss",
+        "train_loss",
+        "epochs_run",
+    )
+    return {f"guidance/{k}": float(report[k]) for k in keys if k in report and report[k] == report[k]}
 
 
 @flow(name="prompt-search")
@@ -495,6 +503,8 @@ def search_flow(config: Config, method: str) -> list[dict]:
                         history[-1], guidance_dir, str(iter_dir / "guidance"), config, iteration, first_step
                     )
                     guidance_dir = iter_dir / "guidance"
+                    if not report["learned"]:
+                        get_run_logger().warning(unlearned_guidance(report, iteration, TASK))
                     refits.append({"step": first_step, **_guidance_metrics(report)})
                     mlflow.log_metrics(_guidance_metrics(report), step=first_step)
                 block_rows = search_block(

@@ -55,6 +55,7 @@ from flows.common import (
     content_hash,
     pick_device,
     seed_everything,
+    unlearned_guidance,
 )
 from flows.config import Config
 from flows.distributed import (
@@ -647,8 +648,11 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         "guidance/val_loss": report["val_loss"],
                         "guidance/pairwise_accuracy": report["val_pairwise_accuracy"],
                         "guidance/kendall_tau": report["val_kendall_tau"],
+                        "guidance/chance_val_loss": report["chance_val_loss"],
                     }
                 )
+                if not report["learned"]:
+                    get_run_logger().warning(unlearned_guidance(report, iteration, "summarization"))
             steps = min(loop.refit_every, loop.policy_steps - first_step)
             with timer.phase("train"):
                 stats = train_iteration(

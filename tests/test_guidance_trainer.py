@@ -74,6 +74,7 @@ def test_ground_truth_credit_assignment(tokenizer, loss, aggregation):
     assert report.n_val == 16 and report.n_train == 64
     held_out = trainer.evaluate(marker_lists(40, seed=2))
     assert held_out["pairwise_accuracy"] >= 0.9, held_out
+    assert report.learned and report.val_loss < report.chance_val_loss
     marker, other = [], []
     for ranked in marker_lists(10, seed=3):
         for candidate in ranked.candidates:
@@ -101,6 +102,15 @@ def test_report_fields_and_refit_continues_from_current_weights(tokenizer):
     assert model.head[2].weight.abs().max() < trained_head.abs().max() / 10  # fresh tiny-gain head
     report = trainer.fit(lists[:2], from_scratch=True, val_lists=lists[2:4])
     assert report.n_train == 2 and report.n_val == 2
+
+
+def test_a_fit_that_cannot_move_reports_it_learned_nothing(tokenizer):
+    """The flows warn when a fit does no better than constant rewards (then weighted MLE is MLE)."""
+    model = tiny_reward_model()
+    config = GuidanceConfig(lr=1e-12, epochs=1, batch_size=8)
+    report = GuidanceTrainer(model, tokenizer, config).fit(marker_lists(10, k=3, seed=7))
+    assert report.chance_val_loss == pytest.approx(math.log(6))  # ln 3! per list of 3
+    assert not report.learned and report.as_dict()["learned"] is False
 
 
 def test_early_stopping_and_best_weights(tokenizer):
