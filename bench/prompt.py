@@ -111,6 +111,11 @@ def main() -> None:
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--runs-root", default="runs/bench/prompt")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the section from runs/bench/prompt/results.json (runs that finished earlier)",
+    )
     args = parser.parse_args()
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
@@ -119,12 +124,18 @@ def main() -> None:
     cached_rate, uncached_rate = scoring_throughput(config.data.root)
 
     results = []
-    for dataset in args.datasets:
+    if args.report_only:  # the runs that finished (of --datasets x --seeds) in an earlier invocation
+        saved = json.loads((runs_root / "results.json").read_text())
+        results = [r for r in saved if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+        loads += [r["load"] for r in results if "load" in r]
+    for dataset in args.datasets if not args.report_only else []:
         cap = (args.agnews_test or None) if dataset == "agnews" else None
         for seed in args.seeds:
             results.append(run_one(Path(args.params), dataset, seed, runs_root, cap, args.threads))
             loads.append(os.getloadavg()[0])
+            results[-1]["load"] = loads[-1]
             (runs_root / "results.json").write_text(json.dumps(results, indent=2))
+    args.datasets = [d for d in args.datasets if any(r["dataset"] == d for r in results)]
 
     sections = []
     for dataset in args.datasets:
