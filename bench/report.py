@@ -27,7 +27,10 @@ def machine() -> str:
 
 
 def write_section(name: str, title: str, body: str, command: str | None = None) -> None:
-    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    if command is None:  # `python -m bench.x` shows up as .../bench/x.py in argv
+        script = Path(sys.argv[0])
+        module = f"-m bench.{script.stem}" if script.parent.name == "bench" else shlex.quote(sys.argv[0])
+        command = " ".join(["python", module, *(shlex.quote(a) for a in sys.argv[1:])])
     section = (
         f"<!-- bench:{name} -->\n## {title}\n\n"
         f"Command: `{command}`  \nMeasured: {date.today().isoformat()} on {machine()}\n\n"

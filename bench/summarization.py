@@ -83,7 +83,7 @@ def main() -> None:
         seeds[-1]["load"] = loads[-1]
         result_file.write_text(json.dumps(seeds[-1], indent=2))
     if args.report_only:
-        loads = [r.get("load", float("nan")) for r in seeds]
+        loads = [r["load"] for r in seeds if "load" in r] or [float("nan")]
 
     rows = []
     for method in METHODS:
