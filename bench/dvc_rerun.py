@@ -48,6 +48,7 @@ TINY = {
     "guidance.summarization.preference": "embedding",
     "policy.summarization.warmstart_steps": 2,
     "policy.summarization.batch_size": 4,
+    "policy.summarization.sampled_articles": 2,
     "loop.summarization.policy_steps": 2,
     "loop.summarization.refit_every": 1,
     "loop.summarization.refit_until": 1,

@@ -42,14 +42,14 @@ TINY = {
     "sampling": {"summarization": {"articles_per_iteration": 10, "max_source_tokens": 24, "max_target_tokens": 6}},
     "guidance": {"summarization": {"epochs": 2, "head_hidden": 16, "freeze_backbone": False,
                                    "val_fraction": 0.3, "preference": "embedding"}},
-    "policy": {"summarization": {"warmstart_steps": 2, "batch_size": 4}},
+    "policy": {"summarization": {"warmstart_steps": 2, "batch_size": 4, "sampled_articles": 2}},
     "loop": {"summarization": {"policy_steps": 4, "refit_every": 2, "refit_until": 2}},
 }  # fmt: skip
 SMALL = {  # the quick default's models and settings, on few articles and steps
     "data": {"summarization": {"max_train_examples": 96, "max_eval_examples": 16}},
     "sampling": {"summarization": {"articles_per_iteration": 16}},
     "guidance": {"summarization": {"epochs": 3}},
-    "policy": {"summarization": {"warmstart_steps": 6, "batch_size": 8}},
+    "policy": {"summarization": {"warmstart_steps": 6, "batch_size": 8, "sampled_articles": 2}},
     "loop": {"summarization": {"policy_steps": 6, "refit_every": 3, "refit_until": 3}},
 }
 SIZES = {"tiny": TINY, "small": SMALL}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
-METHODS = ("pgg", "mle", "seqpg", "warmstart", "lead")
+METHODS = ("pgg", "pgg_exp", "mle", "seqpg", "warmstart", "lead")
+# pgg again with the authors' code's softer weights w_t ∝ exp(r_t), in its own runs folder
+VARIANT = {"policy.summarization.wmle_weighting": "exp_reward"}
 
 
 def run_seed(params: Path, seed: int, runs_root: Path, threads: int | None) -> dict:
@@ -45,9 +48,31 @@ def run_seed(params: Path, seed: int, runs_root: Path, threads: int | None) -> d
         curves[method] = s.align_flow(config, method)
         seconds[method] = time.perf_counter() - start
     start = time.perf_counter()
-    results = {method: s.evaluate_flow(config, method) for method in METHODS}
+    results = {method: s.evaluate_flow(config, method) for method in METHODS if method != "pgg_exp"}
     seconds["evaluation"] = time.perf_counter() - start
-    return {"seed": seed, "test": results, "seconds": seconds, "curves": curves}
+    result = {"seed": seed, "test": results, "seconds": seconds, "curves": curves}
+    result["threads"] = threads or torch.get_num_threads()
+    return add_variant(result, params, runs_root, threads)
+
+
+def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None) -> dict:
+    """Run pgg with ``VARIANT`` from the seed's warm start (copied) and add it as ``pgg_exp``."""
+    from flows import summarization as s
+
+    seed_dir = runs_root / f"seed-{result['seed']}"
+    variant_dir = seed_dir / "pgg-exp_reward"
+    for part in ("encoder_cache", "warmstart"):
+        if not (variant_dir / "summarization" / part).exists():
+            shutil.copytree(seed_dir / "summarization" / part, variant_dir / "summarization" / part)
+    overrides = {"runtime.seed": result["seed"], "runtime.runs_dir": str(variant_dir), **VARIANT}
+    if threads:
+        overrides["runtime.threads"] = threads
+    config = load_params(params, overrides)
+    start = time.perf_counter()
+    result["curves"]["pgg_exp"] = s.align_flow(config, "pgg")
+    result["seconds"]["pgg (exp_reward)"] = time.perf_counter() - start
+    result["test"]["pgg_exp"] = s.evaluate_flow(config, "pgg")
+    return result
 
 
 def mean_std(values: list[float]) -> str:
@@ -65,6 +90,11 @@ def main() -> None:
     parser.add_argument("--runs-root", default="runs/bench/summarization")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
     parser.add_argument(
+        "--add-variant",
+        action="store_true",
+        help="run only the pgg_exp variant for seeds whose other results are saved, and add it",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the section from the seeds' saved results (seeds run in separate processes)",
@@ -77,6 +107,11 @@ def main() -> None:
         result_file = runs_root / f"seed-{seed}" / "result.json"
         if args.report_only:
             seeds.append(json.loads(result_file.read_text()))
+            continue
+        if args.add_variant:
+            saved = json.loads(result_file.read_text())
+            seeds.append(add_variant(saved, Path(args.params), runs_root, args.threads))
+            result_file.write_text(json.dumps(seeds[-1], indent=2))
             continue
         seeds.append(run_seed(Path(args.params), seed, runs_root, args.threads))
         loads.append(os.getloadavg()[0])
@@ -95,8 +130,18 @@ def main() -> None:
     diffs_pg = [r["test"]["pgg"]["test_rougeL"] - r["test"]["seqpg"]["test_rougeL"] for r in seeds]
     phases = list(seeds[0]["seconds"])
     timing = [[phase, f"{statistics.mean(r['seconds'][phase] for r in seeds) / 60:.1f}"] for phase in phases]
-    total = statistics.mean(sum(r["seconds"].values()) for r in seeds) / 60
+    variant_phase = "pgg (exp_reward)"  # a second pgg run for comparison, not part of the quick default
+    total = statistics.mean(sum(v for k, v in r["seconds"].items() if k != variant_phase) for r in seeds) / 60
+    diffs_exp = [r["test"]["pgg_exp"]["test_rougeL"] - r["test"]["mle"]["test_rougeL"] for r in seeds]
     won = statistics.mean(diffs) >= 1.0 and statistics.mean(diffs_pg) >= 0
+    guidance = [
+        "/".join(
+            f"{row['guidance/pairwise_accuracy']:.2f}"
+            for row in r["curves"]["pgg"]
+            if "guidance/pairwise_accuracy" in row
+        )
+        for r in seeds
+    ]
     body = (
         f"Quick default (`params.yaml`), BBC headlines, test split ({seeds[0]['test']['pgg']['n_test']} articles), "
         f"seeds {args.seeds}. ROUGE F1 x 100, mean ± std over seeds.\n\n"
@@ -105,11 +150,20 @@ def main() -> None:
         + ", ".join(f"{d:+.2f}" for d in diffs)
         + f" (mean {statistics.mean(diffs):+.2f}); ours − seqpg: "
         + ", ".join(f"{d:+.2f}" for d in diffs_pg)
+        + "; pgg_exp (w_t ∝ exp r_t) − MLE: "
+        + ", ".join(f"{d:+.2f}" for d in diffs_exp)
+        + f" (mean {statistics.mean(diffs_exp):+.2f})"
+        + "\n\nGuidance held-out pairwise ordering accuracy at each refit, per seed: "
+        + ", ".join(guidance)
+        + " (0.5 = chance)"
         + "\n\nTarget: ours ≥ MLE + 1.0 ROUGE-L and ≥ seqpg. "
         + ("**Met on this run.**" if won else "**Not met on this run.**")
         + "\n\nWall time per phase (minutes, mean over seeds):\n\n"
         + markdown_table(["phase", "minutes"], timing)
-        + f"\n\nTotal per seed: {total:.1f} min, {args.threads or torch.get_num_threads()} torch thread(s); "
+        + f"\n\nQuick default per seed (all phases but the pgg_exp comparison run): {total:.1f} min; "
+        + "torch threads per seed: "
+        + ", ".join(str(r.get("threads", args.threads or torch.get_num_threads())) for r in seeds)
+        + "; "
         f"load average {min(loads):.1f}-{max(loads):.1f} (2-core machine)."
     )
     write_section("summarization", "Summarization: ours vs MLE vs sequence-level PG (quick default)", body)

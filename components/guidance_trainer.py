@@ -92,6 +92,8 @@ class FitReport:
     # val_loss of constant rewards (mean ln K! per held-out list): val_loss near it means the fit
     # learned no ordering, and reward-weighted MLE with these rewards is plain MLE
     chance_val_loss: float = math.nan
+    # lists whose K candidates all tied (no ordering to learn), left out of the fit
+    n_tied_dropped: int = 0
     history: tuple[dict, ...] = field(default=(), repr=False)
 
     @property
@@ -144,6 +146,17 @@ def _encode(
             source_ids = tokenizer(source, truncation=True, max_length=max_source_length)["input_ids"]
         out.append(_Encoded(ids, source_ids, list(group_scores)))
     return out
+
+
+def _drop_fully_tied(lists: Sequence[RankedList]) -> tuple[list[RankedList], int]:
+    """(lists with at least two distinct scores, how many were dropped); all of them if none has.
+
+    A fully tied list adds nothing to the loss but still takes a place in a batch and in the
+    held-out set, where it dilutes the gradient and the early-stopping signal."""
+    untied = [ranked for ranked in lists if len(set(ranked.scores)) > 1]
+    if not untied:
+        return list(lists), 0
+    return untied, len(lists) - len(untied)
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,6 +289,8 @@ class GuidanceTrainer:
 
         With fewer than 2 lists (or ``val_fraction`` 0) there is no held-out set: early stopping
         and the reported val metrics then use the training lists (``n_val`` = 0).
+        Lists whose candidates all tie carry no ordering: they are left out (``n_tied_dropped``),
+        unless every list ties, in which case nothing can be learned and the report says so.
         ``on_epoch`` receives ``{"epoch", "train_loss", "val_loss", "lr"}`` after every epoch.
         """
         cfg = self.config
@@ -284,6 +299,9 @@ class GuidanceTrainer:
         if len({r.source is None for r in [*lists, *(val_lists or [])]}) > 1:
             raise ValueError("some ranked lists have a source and some do not; give all a source or none")
         start = time.perf_counter()
+        lists, n_tied = _drop_fully_tied(lists)
+        if val_lists is not None:
+            val_lists, _ = _drop_fully_tied(val_lists)
         if from_scratch:
             self.reset()
         if self.accelerator is not None and self.accelerator.num_processes > 1:
@@ -298,7 +316,9 @@ class GuidanceTrainer:
             val = self._prepare(held_out) if held_out else train
             report = self._train(train, val, n_val=len(held_out), generator=generator, on_epoch=on_epoch)
         chance = sum(math.lgamma(len(item.scores) + 1) for item in val) / len(val)
-        return FitReport(**report, seconds=time.perf_counter() - start, chance_val_loss=chance)
+        return FitReport(
+            **report, seconds=time.perf_counter() - start, chance_val_loss=chance, n_tied_dropped=n_tied
+        )
 
     def _split(self, lists, val_lists, generator):
         if val_lists is not None:
@@ -447,10 +467,11 @@ class GuidanceTrainer:
         return {"loss": total_loss / len(encoded), "pairwise_accuracy": accuracy, "kendall_tau": tau}
 
     def evaluate(self, lists: Sequence[RankedList]) -> dict:
-        """``{"loss", "pairwise_accuracy", "kendall_tau"}`` of the current model on ``lists``."""
+        """``{"loss", "pairwise_accuracy", "kendall_tau"}`` of the current model on ``lists``
+        (fully tied lists left out, as in ``fit``, so the loss compares with ln K!)."""
         if not lists:
             raise ValueError("evaluate got no ranked lists")
-        return self._evaluate_encoded(self._prepare(lists))
+        return self._evaluate_encoded(self._prepare(_drop_fully_tied(lists)[0]))
 
     def score_lists(self, sources: list[str | None], candidates: list[list[str]]) -> list[list[float]]:
         """Aggregated scores of each candidate, with this trainer's aggregation settings."""

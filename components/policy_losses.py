@@ -35,26 +35,40 @@ def mle_loss(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -_per_sequence_mean(token_logp, mask).mean()
 
 
-def token_weights(token_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """w_t = r_t / sum_t' r_t' over each sequence's real tokens (0 on padding), no grad."""
-    rewards = token_rewards.detach() * mask
-    if bool((rewards < 0).any()):
+WEIGHTINGS = ("reward", "exp_reward")
+
+
+def token_weights(token_rewards: torch.Tensor, mask: torch.Tensor, weighting: str = "reward") -> torch.Tensor:
+    """w_t = f(r_t) / sum_t' f(r_t') over each sequence's real tokens (0 on padding), no grad.
+
+    ``reward``: f(r) = r, the paper's rule. A confident guidance (r near 0 on some tokens) then
+    all but stops learning those reference tokens. ``exp_reward``: f(r) = exp(r) (the
+    ``exp_in_wmle`` switch of the authors' code): with r in (0, 1.31) no weight is more than
+    e^1.31 = 3.7 times another, so every reference token keeps being learned.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    rewards = token_rewards.detach()
+    if bool((rewards * mask < 0).any()):
         raise ValueError(
             "weighted MLE needs non-negative token rewards; squash the reward model output (sigmoid/exp) first"
         )
+    if weighting == "exp_reward":
+        rewards = rewards.exp()
+    rewards = rewards * mask
     return rewards / rewards.sum(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def weighted_mle_loss(
-    token_logp: torch.Tensor, mask: torch.Tensor, token_rewards: torch.Tensor
+    token_logp: torch.Tensor, mask: torch.Tensor, token_rewards: torch.Tensor, weighting: str = "reward"
 ) -> torch.Tensor:
     """Reward-weighted MLE (Yang et al. 2023, summarization): -sum_t w_t log pi(y_t | x, y_<t), batch mean.
 
-    With constant rewards w_t = 1 / length, so this equals ``mle_loss``.
+    With constant rewards w_t = 1 / length, so this equals ``mle_loss`` (for either weighting).
     """
     _check(token_logp, mask, token_rewards, "token_rewards")
     mask = mask.to(token_logp.dtype)
-    weights = token_weights(token_rewards, mask)
+    weights = token_weights(token_rewards, mask, weighting)
     return -(weights * token_logp).sum(dim=1).mean()
 
 

@@ -27,6 +27,7 @@ import torch
 
 from components.encoder_cache import EncodedSources
 from components.policy_losses import (
+    WEIGHTINGS,
     entropy_bonus,
     mle_loss,
     rloo_loss,
@@ -38,8 +39,9 @@ from components.seq2seq_policy import sample_k, sequence_log_probs
 METHODS = ("mle", "pgg", "seqpg")
 # (sampled texts, their references) -> one reward per sample
 SequenceReward = Callable[[list[str], list[str]], torch.Tensor]
-# (labels, mask, source kwargs) -> token rewards [B, T]
-TokenGuidance = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+# (sample labels, mask, dataset row of each sample's source) -> token rewards [B, T]; the caller
+# owns how its reward model reads a source (cached encoder states, its own token ids)
+TokenGuidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,11 @@ class PolicyTrainConfig:
     grad_clip: float = 1.0
     reinforce_coef: float = 0.0  # pgg: REINFORCE on samples with guidance token rewards; seqpg: RLOO weight
     entropy_coef: float = 0.0
+    wmle_weighting: str = "reward"  # pgg: w_t from r_t ("reward", the paper's) or exp(r_t) (softer)
     k: int = 3  # samples per article for sampled terms
+    # articles of each batch whose k samples enter the sampled term (None: all of them). Sampling and
+    # scoring k summaries costs several MLE steps, so a sub-batch keeps the sampled methods affordable.
+    sampled_articles: int | None = None
     top_k: int = 50
     top_p: float = 0.95
     temperature: float = 1.0
@@ -63,8 +69,16 @@ class PolicyTrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.wmle_weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"unknown wmle_weighting {self.wmle_weighting!r}; use one of {', '.join(WEIGHTINGS)}"
+            )
         if self.steps < 0 or self.batch_size < 1 or self.grad_accumulation < 1:
             raise ValueError("steps must be >= 0, batch_size and grad_accumulation >= 1")
+        if self.sampled_articles is not None and not 1 <= self.sampled_articles <= self.batch_size:
+            raise ValueError(
+                f"sampled_articles must be between 1 and batch_size {self.batch_size}; got {self.sampled_articles}"
+            )
 
 
 def source_kwargs(sources: EncodedSources | dict, indices: torch.Tensor) -> dict:
@@ -204,7 +218,7 @@ def _batch_loss(
     stats: dict[str, float] = {}
     if config.method == "pgg":
         rewards = token_rewards[rows][:, :width].to(scored.logp.device)
-        loss = weighted_mle_loss(scored.logp, scored.mask, rewards)
+        loss = weighted_mle_loss(scored.logp, scored.mask, rewards, config.wmle_weighting)
         stats["wmle_loss"] = loss.item()
     else:
         loss = mle_loss(scored.logp, scored.mask)
@@ -215,6 +229,10 @@ def _batch_loss(
         stats["entropy"] = bonus.item()
 
     if needs_samples:
+        if config.sampled_articles is not None:  # this process's share of the sampled sub-batch
+            share = max(1, config.sampled_articles * len(rows) // config.batch_size)
+            rows = rows[:share]
+            batch_sources = source_kwargs(sources, rows)
         samples = sample_k(
             model,
             tokenizer,
@@ -236,7 +254,7 @@ def _batch_loss(
             stats["sample_reward"] = rewards.mean().item()
         else:
             with torch.no_grad():
-                sample_rewards = guidance(samples.labels, samples.mask, repeated)
+                sample_rewards = guidance(samples.labels, samples.mask, rows.repeat_interleave(config.k))
             baseline = _token_mean(sample_rewards, samples.mask, accelerator)  # over the global batch
             centred = (sample_rewards - baseline) * samples.mask
             pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))

@@ -49,10 +49,12 @@ def freeze_encoder(model) -> int:
 
 
 def tokenize_sources(tokenizer, texts: list[str], max_length: int, prefix: str = "") -> dict:
-    """``{"input_ids", "attention_mask"}`` for running the encoder live."""
-    return tokenizer(
+    """``{"input_ids", "attention_mask"}`` for running the encoder live (BERT tokenizers' token_type_ids
+    are dropped: every consumer takes exactly these two)."""
+    tokens = tokenizer(
         [prefix + t for t in texts], max_length=max_length, truncation=True, padding=True, return_tensors="pt"
     )
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
 def special_ids(model) -> tuple[int, int, int]:

@@ -69,7 +69,11 @@ class SummarizationModels(Section):
     freeze_encoder: bool = True  # frozen encoder => its states are computed once and cached
     source_prefix: str = ""  # "summarize: " for T5
     reward_backbone: str = "minilm"
-    reward_decoder_layers: PositiveInt | None = 2
+    # causal_lm: one stack reads [article; summary] causally, so r_t sees the article and y_<=t through
+    # pretrained self-attention. seq2seq: the summary goes through a decoder whose cross-attention a
+    # warm start from an encoder checkpoint leaves random (a frozen one then cannot read the article).
+    reward_backbone_kind: Literal["causal_lm", "encoder", "seq2seq"] = "causal_lm"
+    reward_decoder_layers: PositiveInt | None = 2  # seq2seq reward backbones only
 
 
 class PromptModels(Section):
@@ -174,9 +178,23 @@ class SummarizationPolicy(Section):
     batch_size: PositiveInt = 32
     grad_accumulation: PositiveInt = 1
     grad_clip: PositiveFloat = 1.0
+    # pgg's w_t: reward (r_t / sum r, the paper's) | exp_reward (exp r_t / sum exp r, the authors'
+    # code's exp_in_wmle: weights within a factor 3.7, so no reference token stops being learned)
+    wmle_weighting: Literal["reward", "exp_reward"] = "reward"
     reinforce_coef: NonNegativeFloat = 0.0  # the paper's optional REINFORCE term with r as weights
     entropy_coef: NonNegativeFloat = 0.0
     seqpg_coef: PositiveFloat = 1.0  # weight of the RLOO term of the sequence-level baseline
+    # articles of each batch whose K samples enter the sampled terms (seqpg's RLOO, pgg's REINFORCE);
+    # null: the whole batch. A sampled article costs about 6x an MLE one (K samples, K backward rows)
+    sampled_articles: PositiveInt | None = 8
+
+    @model_validator(mode="after")
+    def _sampled_within_batch(self):
+        if self.sampled_articles is not None and self.sampled_articles > self.batch_size:
+            raise ValueError(
+                f"sampled_articles ({self.sampled_articles}) must be <= batch_size ({self.batch_size})"
+            )
+        return self
 
 
 class PromptPolicy(Section):

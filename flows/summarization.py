@@ -6,6 +6,8 @@ Layout under runs/summarization/ (DVC outputs):
   {method}/iter-{i}/policy/         policy after iteration i
   {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
   {method}/iter-{i}/state.json      iteration metrics + input fingerprint; written last
+  pgg/reference_states.pt           frozen reward-backbone states of the training references,
+                                    computed at the first refit and reused by the later ones
 An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
 so a killed run resumes from its last complete iteration.
 """
@@ -70,6 +72,8 @@ from flows.prepare import summarization_dir
 from flows.tracking import check_reachable, pipeline_run, tracking_uri
 
 TASK = "summarization"
+REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
+PGG_POLICY_KEYS = ("wmle_weighting", "reinforce_coef", "entropy_coef")
 PREFERENCE_NAMES = {"rouge": "rouge", "embedding": "embedding", "meteor": "meteor"}
 
 
@@ -139,6 +143,8 @@ def _train_config(config: Config, method: str, steps: int, lr: float, seed: int)
         grad_clip=policy.grad_clip,
         reinforce_coef=policy.seqpg_coef if method == "seqpg" else policy.reinforce_coef,
         entropy_coef=policy.entropy_coef if method == "pgg" else 0.0,
+        wmle_weighting=policy.wmle_weighting,
+        sampled_articles=policy.sampled_articles,
         k=sampling.k,
         top_k=sampling.top_k,
         top_p=sampling.top_p,
@@ -303,13 +309,15 @@ def _reward_model(models, guidance, previous: Path | None):
         model = load_guidance(previous, freeze_backbone=guidance.freeze_backbone)
         tokenizer = load_tokenizer(models.reward_backbone)
     else:
+        kind = models.reward_backbone_kind
+        layers = models.reward_decoder_layers if kind == "seq2seq" else None
         tokenizer, model = TokenRewardModel.from_spec(
-            ModelSpec(models.reward_backbone, "seq2seq", models.reward_decoder_layers),
+            ModelSpec(models.reward_backbone, kind, layers),
             head_hidden=guidance.head_hidden,
             squash=guidance.squash,
             freeze_backbone=guidance.freeze_backbone,
         )
-    if models.freeze_encoder:  # the source side stays the pretrained encoder; decoder and head learn
+    if models.freeze_encoder and model.kind == "seq2seq":  # source side stays pretrained; decoder learns
         model.backbone.get_encoder().requires_grad_(False)
     return tokenizer, model
 
@@ -387,25 +395,87 @@ def _sample_rows(lists: list[RankedList], n_lists: int = 20) -> list[dict]:
     ]
 
 
-@torch.no_grad()
-def reference_token_rewards(reward_model, labels, mask, sources, chunk: int = 64) -> torch.Tensor:
-    """Guidance rewards r_t for every reference token. The eos token, which the guidance never sees
-    in training, gets its sequence's mean reward."""
+def _eos_and_body(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position of each reference's eos token, and the mask without it (the guidance never saw eos)."""
     eos_position = mask.sum(dim=1).long() - 1
     body_mask = mask.clone()
     body_mask[torch.arange(len(mask)), eos_position] = 0
+    return eos_position, body_mask
+
+
+@torch.no_grad()
+def reference_states(reward_model, labels, mask, sources, chunk: int = 64) -> torch.Tensor:
+    """Reward-backbone states ``[N, T, H]`` (fp16) of every reference token but eos."""
+    _, body_mask = _eos_and_body(mask)
+    device = next(reward_model.parameters()).device
+    parts = []
+    for start in range(0, len(labels), chunk):
+        rows = torch.arange(start, min(start + chunk, len(labels)))
+        kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
+        hidden = reward_model.token_hidden_states(
+            labels[rows].to(device), body_mask[rows].long().to(device), **kwargs
+        )
+        parts.append(hidden.to("cpu", torch.float16))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def reference_token_rewards(
+    reward_model, labels, mask, sources, chunk: int = 64, states=None
+) -> torch.Tensor:
+    """Guidance rewards r_t for every reference token. The eos token, which the guidance never sees
+    in training, gets its sequence's mean reward. ``states`` (from ``reference_states``) skip the
+    backbone: a frozen one gives the same states at every refit, only the head changes."""
+    eos_position, body_mask = _eos_and_body(mask)
     out = torch.zeros_like(mask)
     device = next(reward_model.parameters()).device
     for start in range(0, len(labels), chunk):
         rows = torch.arange(start, min(start + chunk, len(labels)))
-        kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
-        rewards = (
-            reward_model(labels[rows].to(device), body_mask[rows].long().to(device), **kwargs).float().cpu()
-        )
+        row_mask = body_mask[rows].long().to(device)
+        if states is not None:
+            rewards = reward_model.rewards_from_hidden(states[rows].to(device), row_mask)
+        else:
+            kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
+            rewards = reward_model(labels[rows].to(device), row_mask, **kwargs)
+        rewards = rewards.float().cpu()
         mean = rewards.sum(dim=1) / body_mask[rows].sum(dim=1).clamp(min=1)
         rewards[torch.arange(len(rows)), eos_position[rows]] = mean
         out[rows] = rewards * mask[rows]
     return out
+
+
+def _cached_reference_states(config: Config, reward_model, labels, mask, reward_sources, save: bool):
+    """The frozen reward backbone's reference states, computed at the first refit of a run and read
+    back at the next ones (the backbone pass over every reference is most of a refit's cost)."""
+    models, sampling = config.models.summarization, config.sampling.summarization
+    key = content_hash(
+        [getattr(models, name) for name in REWARD_MODEL_KEYS], models.source_prefix, sampling.max_source_tokens,
+        sampling.max_target_tokens, split_file(config, "train"), labels.shape,
+    )  # fmt: skip
+    path = runs_dir(config) / "pgg" / "reference_states.pt"
+    if path.exists():
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.get("key") == key:
+                return cached["states"]
+        except Exception:  # a damaged cache is recomputed, never trusted
+            pass
+    states = reference_states(reward_model, labels, mask, reward_sources)
+    if save:  # one writer when data parallel; the other processes computed the same states
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"key": key, "states": states}, tmp)
+        tmp.replace(path)
+    return states
+
+
+def _reward_sources(config: Config, reward_model, examples, policy_sources) -> EncodedSources | dict:
+    """The articles as the reward model reads them. A seq2seq one shares the policy's (cached) encoder
+    input; a single-stack one reads the article's own tokens, as the guidance fit tokenized them."""
+    if reward_model.kind == "seq2seq":
+        return policy_sources
+    tokenizer = load_tokenizer(config.models.summarization.reward_backbone)
+    max_tokens = config.sampling.summarization.max_source_tokens
+    return dict(tokenize_sources(tokenizer, [e.source for e in examples], max_tokens))
 
 
 def _reward_source_kwargs(sources, rows) -> dict:
@@ -447,21 +517,22 @@ def _train_iteration(method, iteration, start_policy, guidance_dir, out, config:
     token_rewards, guidance_fn, first_weights = None, None, float("nan")
     if method == "pgg":
         reward_model = load_guidance(guidance_dir, freeze_backbone=True, device=accelerator.device)
-        token_rewards = reference_token_rewards(reward_model, labels, mask, sources)
+        reward_sources = _reward_sources(config, reward_model, examples, sources)
+        states = None
+        if config.guidance.summarization.freeze_backbone:
+            states = _cached_reference_states(
+                config, reward_model, labels, mask, reward_sources, accelerator.is_main_process
+            )
+        token_rewards = reference_token_rewards(reward_model, labels, mask, reward_sources, states=states)
         weights = token_rewards / token_rewards.sum(dim=1, keepdim=True).clamp(min=1e-12)
         first_weights = float(weights[:, :3].mean())
 
-        def guidance_fn(sample_labels, sample_mask, source_kwargs):
-            kwargs = (
-                {"encoder_hidden_states": source_kwargs["encoder_hidden"].float()}
-                if "encoder_hidden" in source_kwargs
-                else {"source_ids": source_kwargs["input_ids"]}
-            )
+        def guidance_fn(sample_labels, sample_mask, rows):
             device = accelerator.device
+            kwargs = _reward_source_kwargs(reward_sources, rows)
             return reward_model(
                 sample_labels.to(device),
                 sample_mask.long().to(device),
-                source_attention_mask=source_kwargs["attention_mask"].to(device),
                 **{key: value.to(device) for key, value in kwargs.items()},
             )
 
@@ -556,7 +627,15 @@ def warmstart_flow(config: Config) -> Path:
 
 def _fingerprint(config: Config, method: str, warm: Path) -> str:
     """What an iteration's result depends on; a complete iteration with another fingerprint is stale."""
-    sections = [config.models.summarization, config.policy.summarization, config.loop.summarization]
+    models, policy = config.models.summarization, config.policy.summarization
+    if method != "pgg":  # the same keys as the baseline's DVC stage: pgg-only settings leave it cached
+        models = models.model_dump(exclude=set(REWARD_MODEL_KEYS))
+        sampled = ["seqpg_coef", "sampled_articles"] if method == "mle" else []
+        policy = policy.model_dump(exclude={*PGG_POLICY_KEYS, *sampled})
+    loop = config.loop.summarization
+    if method != "pgg":  # the guidance schedule
+        loop = loop.model_dump(exclude={"refit_until"})
+    sections = [models, policy, loop]
     if method in ("pgg", "seqpg"):
         sections.append(config.sampling.summarization)
     if method == "pgg":
@@ -649,6 +728,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
                         "guidance/pairwise_accuracy": report["val_pairwise_accuracy"],
                         "guidance/kendall_tau": report["val_kendall_tau"],
                         "guidance/chance_val_loss": report["chance_val_loss"],
+                        "guidance/tied_lists_dropped": report["n_tied_dropped"],
                     }
                 )
                 if not report["learned"]:

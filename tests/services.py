@@ -30,7 +30,7 @@ sampling:
 guidance:
   summarization: {{epochs: 2, head_hidden: 16, freeze_backbone: false, lr: 0.001, val_fraction: 0.3, preference: embedding}}
 policy:
-  summarization: {{warmstart_steps: 2, batch_size: 4}}
+  summarization: {{warmstart_steps: 2, batch_size: 4, sampled_articles: 2}}
 loop:
   summarization: {{policy_steps: {steps}, refit_every: 2, refit_until: 2}}
   methods: [{methods}]

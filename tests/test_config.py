@@ -20,6 +20,10 @@ BAD_PARAMS = {
         "loop:\n  summarization:\n    policy_steps: 10\n    refit_every: 5\n    refit_until: 20\n",
         "refit_until",
     ),
+    "sampled sub-batch above batch": (
+        "policy:\n  summarization:\n    batch_size: 4\n    sampled_articles: 8\n",
+        "sampled_articles",
+    ),
     "rankings without file": ("guidance:\n  summarization:\n    preference: rankings\n", "rankings_file"),
     "unknown section": ("trainer:\n  lr: 1\n", "trainer"),
 }
@@ -29,7 +33,7 @@ def test_default_params_validate():
     config = load_params(DEFAULT_PARAMS)
     assert config.data.root.is_dir()
     assert config.sampling.summarization.k >= 2
-    assert config.loop.summarization.iterations == 3
+    assert config.loop.summarization.iterations == 2
     # the file spells out every field, so no default hides in code only
     assert set(config.flat()) == set(Config().flat())
 

@@ -45,6 +45,19 @@ def test_a_guidance_param_reruns_only_our_method(stage_params):
     assert stale_after_changing(stage_params, "guidance.prompt.aggregation") == {"prompt_pgg"}
 
 
+def test_reward_model_and_pgg_only_params_leave_warm_start_and_baselines_cached(stage_params):
+    for key in (
+        "models.summarization.reward_backbone_kind",
+        "policy.summarization.wmle_weighting",
+        "policy.summarization.reinforce_coef",
+        "loop.summarization.refit_until",
+    ):
+        assert stale_after_changing(stage_params, key) == {"align_pgg"}, key
+    assert stale_after_changing(stage_params, "models.summarization.policy") >= {
+        "summarize_warmstart", "align_pgg", "align_mle", "align_seqpg"
+    }  # fmt: skip
+
+
 def test_an_evaluation_param_reruns_only_evaluation(stage_params):
     assert stale_after_changing(stage_params, "eval.summarization.lead_k") == {
         f"evaluate_summarization@{m}" for m in ("lead", "warmstart", "pgg", "mle", "seqpg")

@@ -71,7 +71,8 @@ def test_ground_truth_credit_assignment(tokenizer, loss, aggregation):
     config = GuidanceConfig(loss=loss, aggregation=aggregation, lr=1e-3, epochs=6, batch_size=8)
     trainer = GuidanceTrainer(model, tokenizer, config)
     report = trainer.fit(marker_lists(80, seed=1))
-    assert report.n_val == 16 and report.n_train == 64
+    kept = 80 - report.n_tied_dropped  # a few random lists have all candidates equal
+    assert report.n_val == round(0.2 * kept) and report.n_train + report.n_val == kept
     held_out = trainer.evaluate(marker_lists(40, seed=2))
     assert held_out["pairwise_accuracy"] >= 0.9, held_out
     assert report.learned and report.val_loss < report.chance_val_loss
@@ -113,6 +114,18 @@ def test_a_fit_that_cannot_move_reports_it_learned_nothing(tokenizer):
     assert not report.learned and report.as_dict()["learned"] is False
 
 
+def test_fully_tied_lists_are_left_out_of_fit_and_evaluation(tokenizer):
+    lists = marker_lists(12, k=3, seed=8)
+    tied = [RankedList(None, ranked.candidates, (1.0, 1.0, 1.0)) for ranked in marker_lists(6, k=3, seed=9)]
+    config = GuidanceConfig(lr=1e-3, epochs=1, batch_size=4, val_fraction=0.25)
+    trainer = GuidanceTrainer(tiny_reward_model(), tokenizer, config)
+    report = trainer.fit(lists + tied)
+    assert report.n_tied_dropped == 6 and report.n_train + report.n_val == 12
+    assert trainer.evaluate(lists + tied)["loss"] == pytest.approx(trainer.evaluate(lists)["loss"])
+    only_tied = GuidanceTrainer(tiny_reward_model(), tokenizer, config).fit(tied)
+    assert only_tied.n_tied_dropped == 0 and not only_tied.learned  # nothing to learn, and it says so
+
+
 def test_early_stopping_and_best_weights(tokenizer):
     model = tiny_reward_model()
     config = GuidanceConfig(lr=0.0, epochs=10, patience=2, batch_size=4)  # lr 0: val loss never improves
@@ -150,7 +163,8 @@ def test_frozen_backbone_states_are_computed_once_per_fit(tokenizer, monkeypatch
     lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
     trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
     report = trainer.fit(lists)
-    assert sum(encoded_rows) == 10  # every list's source encoded exactly once, not per epoch or candidate
+    # every kept list's source encoded exactly once, not per epoch or candidate
+    assert sum(encoded_rows) == 10 - report.n_tied_dropped
     assert report.epochs_run == 3 and math.isfinite(report.val_loss)
     # Cached states give the same scores as running the backbone.
     cached = trainer._prepare(lists[:4])
@@ -177,8 +191,8 @@ def test_frozen_encoder_only_caches_source_states_and_trains_the_decoder(tokeniz
     decoder_before = [p.detach().clone() for p in model.backbone.get_decoder().parameters()]
     lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
     trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
-    trainer.fit(lists)
-    assert sum(encoded_rows) == 10
+    report = trainer.fit(lists)
+    assert sum(encoded_rows) == 10 - report.n_tied_dropped
     after = list(model.backbone.get_decoder().parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, decoder_before, strict=True))
     cached = trainer._prepare(lists[:4])

@@ -26,6 +26,20 @@ def test_token_weights_are_normalised_per_sequence_and_zero_on_padding():
     assert torch.allclose(weights[1, :2], torch.tensor([0.75, 0.25]))
 
 
+def test_exp_reward_weights_are_softmax_of_rewards_and_bounded():
+    rewards = torch.tensor([[0.0, 1.0, 1e-8, 9.0], [1.31, 1e-8, 7.0, 7.0]])
+    weights = token_weights(rewards, MASK, "exp_reward")
+    assert torch.allclose(weights[0, :3], torch.softmax(rewards[0, :3], dim=0))
+    assert torch.equal(weights * (1 - MASK), torch.zeros_like(weights))
+    assert weights[1, 0] / weights[1, 1] == pytest.approx(torch.tensor(1.31).exp().item(), rel=1e-5)
+    # the paper's rule gives the near-zero reward a near-zero weight instead
+    assert token_weights(rewards, MASK)[1, 1] < 1e-7
+    constant = torch.full_like(LOGP, 0.3)
+    assert weighted_mle_loss(LOGP, MASK, constant, "exp_reward").item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        token_weights(rewards, MASK, "square")
+
+
 def test_weighted_mle_matches_hand_computation():
     rewards = torch.tensor([[1.0, 2.0, 1.0, 9.0], [3.0, 1.0, 7.0, 7.0]])
     expected = ((0.25 * 1 + 0.5 * 2 + 0.25 * 3) + (0.75 * 0.5 + 0.25 * 1.5)) / 2

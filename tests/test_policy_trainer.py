@@ -80,6 +80,24 @@ def test_seqpg_and_live_encoder_paths(tiny):
     assert all("pg_loss" in h and "sample_reward" in h for h in history)
 
 
+def test_sampled_articles_limits_the_sampled_term_to_a_sub_batch(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    scored_refs = []
+
+    def reward(texts, refs):
+        scored_refs.append(list(refs))
+        return torch.rand(len(texts))
+
+    config = PolicyTrainConfig(
+        method="seqpg", steps=2, batch_size=4, k=3, reinforce_coef=1.0, max_new_tokens=4, sampled_articles=2
+    )
+    train_policy(model, tokenizer, sources, labels, mask, config, references=TITLES, sequence_reward=reward)
+    assert [len(refs) for refs in scored_refs] == [2 * 3, 2 * 3]  # 2 articles x k samples, not 4 x k
+    assert all(refs[0] == refs[2] and refs[0] != refs[3] for refs in scored_refs)  # k per article in a row
+    with pytest.raises(ValueError, match="sampled_articles"):
+        PolicyTrainConfig(method="seqpg", batch_size=4, sampled_articles=5)
+
+
 def test_missing_inputs_are_clear_errors(tiny):
     tokenizer, model, sources, labels, mask = tiny
     with pytest.raises(ValueError, match="token_rewards"):

@@ -3,10 +3,13 @@
 import json
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
+from components.models import ModelSpec
+from components.reward_model import TokenRewardModel
 from flows import summarization as s
 from flows.checkpoints import CheckpointError, load_policy
 from flows.config import load_params
@@ -25,7 +28,7 @@ sampling:
 guidance:
   summarization: {{epochs: 2, head_hidden: 16, freeze_backbone: false, lr: 0.001, val_fraction: 0.3, preference: embedding}}
 policy:
-  summarization: {{warmstart_steps: 2, batch_size: 4}}
+  summarization: {{warmstart_steps: 2, batch_size: 4, sampled_articles: 2, reinforce_coef: 0.5}}
 loop:
   summarization: {{policy_steps: 4, refit_every: 2, refit_until: 2}}
 runtime: {{runs_dir: {tmp}/runs}}
@@ -67,6 +70,7 @@ def test_pgg_loop_logs_every_iteration_and_checkpoints(tiny_config, mlflow_uri):
     history = client.get_metric_history(run_id, "val/rougeL")
     assert sorted(m.step for m in history) == [1, 2]
     assert [m.step for m in client.get_metric_history(run_id, "guidance/pairwise_accuracy")] == [1]
+    assert [m.step for m in client.get_metric_history(run_id, "guidance/tied_lists_dropped")] == [1]
     run = client.get_run(run_id)
     assert run.data.tags["method"] == "pgg" and run.data.tags["params_hash"] == tiny_config.digest()
     assert run.data.params["guidance.summarization.aggregation"] == "avg"
@@ -128,6 +132,7 @@ def test_paper_profile_code_path_with_tiny_models(tmp_path, data_root, prefect_s
             "data.summarization.max_eval_examples": 4,
             "models.summarization.policy": "tiny",
             "models.summarization.reward_backbone": "tiny",
+            "policy.summarization.reinforce_coef": 0.5,  # guidance rewards samples through the live encoder
             "sampling.summarization.max_source_tokens": 32,
             "sampling.summarization.max_target_tokens": 6,
             "policy.summarization.warmstart_steps": 2,
@@ -141,8 +146,32 @@ def test_paper_profile_code_path_with_tiny_models(tmp_path, data_root, prefect_s
     assert not config.models.summarization.freeze_encoder
     assert config.policy.summarization.grad_accumulation == 4
     prepare(config)
-    rows = s.align_flow(config, "mle")
-    assert len(rows) == 1 and "val/rougeL" in rows[0]
+    assert config.models.summarization.reward_backbone_kind == "seq2seq"
+    rows = s.align_flow(config, "pgg")
+    assert len(rows) == 1 and "val/rougeL" in rows[0] and "guidance/val_loss" in rows[0]
     assert (
         s.cache_file(config, "train") is None and not (tmp_path / "runs/summarization/encoder_cache").exists()
     )
+
+
+def test_reference_rewards_from_cached_backbone_states_match_the_live_model():
+    """A frozen reward backbone's states are cached across refits; the head on them must give the
+    same rewards as the whole model, with eos given its sequence's mean."""
+    torch.manual_seed(0)
+    _, reward_model = TokenRewardModel.from_spec(
+        ModelSpec("tiny", "causal_lm"), head_hidden=8, freeze_backbone=True
+    )
+    torch.nn.init.normal_(reward_model.head[0].weight)  # rewards that differ per token
+    labels = torch.randint(1000, 2000, (5, 7))
+    mask = torch.tensor([[1] * n + [0] * (7 - n) for n in (7, 5, 3, 6, 2)], dtype=torch.float)
+    sources = {
+        "input_ids": torch.randint(1000, 2000, (5, 9)),
+        "attention_mask": torch.ones(5, 9, dtype=torch.long),
+    }
+    live = s.reference_token_rewards(reward_model, labels, mask, sources, chunk=2)
+    states = s.reference_states(reward_model, labels, mask, sources, chunk=3)
+    cached = s.reference_token_rewards(reward_model, labels, mask, sources, chunk=2, states=states)
+    assert torch.allclose(live, cached, atol=1e-3) and live.std() > 1e-3
+    eos = mask.sum(dim=1).long() - 1
+    assert torch.allclose(live[torch.arange(5), eos], live.sum(dim=1).sub(live[torch.arange(5), eos]) / eos)
+    assert torch.equal(live * (1 - mask), torch.zeros_like(live))
