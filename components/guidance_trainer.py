@@ -49,16 +49,16 @@ __all__ = ["GuidanceConfig", "GuidanceTrainer", "FitReport", "RankedList", "scor
 class GuidanceConfig:
     loss: str = "listwise"  # listwise (Plackett-Luce) | pairwise (Bradley-Terry)
     aggregation: str = "avg"  # avg | sum | softmax | softmin
-    tau: float = 2.0  # temperature of softmax/softmin aggregation
+    tau: float = 1.0  # temperature of softmax/softmin aggregation
     lr: float = 1e-3  # Adam; right for a head-only fit (frozen backbone); ~5e-5 when the backbone trains
     epochs: int = 10
-    batch_size: int = 8  # lists per step: one forward scores batch_size × K sequences
+    batch_size: int = 16  # lists per step: one forward scores batch_size × K sequences
     val_fraction: float = 0.2  # share of lists held out for early stopping and metrics
     patience: int = 3  # epochs without a better val loss before stopping
     plateau_factor: float = 0.8  # ReduceLROnPlateau on the val loss
     plateau_patience: int = 1
     min_lr: float = 1e-6
-    grad_clip_norm: float | None = 5.0
+    grad_clip: float | None = 5.0  # max grad norm per step; None: no clipping
     seed: int = 0
     max_length: int = 128  # candidate tokens kept
     max_source_length: int = 512
@@ -395,8 +395,8 @@ class GuidanceTrainer:
                 loss.backward()
                 if accelerator is not None and accelerator.num_processes > 1:
                     loss = _sum_over_processes(params, loss, accelerator)
-                if cfg.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 losses.append(loss.item())
             train_loss = sum(losses) / len(losses)

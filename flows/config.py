@@ -5,6 +5,7 @@ Every section forbids unknown keys, so a typo ("agregation") is an error, not a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -39,101 +40,105 @@ class Section(BaseModel):
 
 
 class SummarizationData(Section):
-    dataset: Literal["bbc", "cnn_dailymail", "xsum"] = "bbc"
-    target: Literal["title", "summary"] = "title"  # bbc only; hub corpora have one target
-    validation_fraction: Fraction = 0.05
-    test_fraction: Fraction = 0.05
-    split_salt: str = "pgg"
-    max_train_examples: PositiveInt | None = None
-    max_eval_examples: PositiveInt | None = None
+    dataset: Literal["bbc", "cnn_dailymail", "xsum"]
+    target: Literal["title", "summary"]  # bbc only; hub corpora have one target
+    validation_fraction: Fraction
+    test_fraction: Fraction
+    split_salt: str
+    max_train_examples: PositiveInt | None
+    max_eval_examples: PositiveInt | None
 
 
 class PromptData(Section):
-    dataset: Literal["sst-2", "agnews"] = "sst-2"
-    seed: Literal[13, 21, 42, 87, 100] = 13
+    dataset: Literal["sst-2", "agnews"]
+    seed: Literal[13, 21, 42, 87, 100]
 
 
 class DataConfig(Section):
-    root: Path = Path("../shared/data")
-    prepared_dir: Path = Path("data")
-    summarization: SummarizationData = SummarizationData()
-    prompt: PromptData = PromptData()
+    root: Path
+    prepared_dir: Path
+    summarization: SummarizationData
+    prompt: PromptData
 
 
 # --- models -----------------------------------------------------------------------------------
 
 
 class SummarizationModels(Section):
-    policy: str = "minilm"  # minilm | tiny | any HF seq2seq name (t5-small)
-    decoder_layers: PositiveInt | None = 2  # warm starts from an encoder checkpoint only
-    freeze_encoder: bool = True  # frozen encoder => its states are computed once and cached
-    source_prefix: str = ""  # "summarize: " for T5
-    reward_backbone: str = "minilm"
+    policy: str  # minilm | tiny | any HF seq2seq name (t5-small)
+    decoder_layers: PositiveInt | None  # warm starts from an encoder checkpoint only
+    freeze_encoder: bool  # frozen encoder => its states are computed once and cached
+    source_prefix: str  # "summarize: " for T5
+    reward_backbone: str
     # causal_lm: one stack reads [article; summary] causally, so r_t sees the article and y_<=t through
     # pretrained self-attention. seq2seq: the summary goes through a decoder whose cross-attention a
     # warm start from an encoder checkpoint leaves random (a frozen one then cannot read the article).
-    reward_backbone_kind: Literal["causal_lm", "encoder", "seq2seq"] = "causal_lm"
-    reward_decoder_layers: PositiveInt | None = 2  # seq2seq reward backbones only
+    reward_backbone_kind: Literal["causal_lm", "encoder", "seq2seq"]
+    reward_decoder_layers: PositiveInt | None  # seq2seq reward backbones only
 
 
 class PromptModels(Section):
-    policy: str = "minilm"  # minilm | tiny | any causal LM name (distilgpt2)
-    task_model: Literal["prototype", "mlm"] = "prototype"
-    task_model_name: str = "minilm"  # roberta-large for the paper's mlm task model
-    reward_backbone: str = "minilm"  # must share the policy's tokenizer (token rewards align by id)
-    reward_backbone_kind: Literal["causal_lm", "encoder"] = "causal_lm"  # causal: r_t sees only a_<=t
+    policy: str  # minilm | tiny | any causal LM name (distilgpt2)
+    task_model: Literal["prototype", "mlm"]
+    task_model_name: str  # roberta-large for the paper's mlm task model
+    reward_backbone: str  # must share the policy's tokenizer (token rewards align by id)
+    reward_backbone_kind: Literal["causal_lm", "encoder"]  # causal: r_t sees only a_<=t
 
 
 class ModelsConfig(Section):
-    summarization: SummarizationModels = SummarizationModels()
-    prompt: PromptModels = PromptModels()
+    summarization: SummarizationModels
+    prompt: PromptModels
 
 
 # --- sampling ---------------------------------------------------------------------------------
 
 
 class SummarizationSampling(Section):
-    k: ListSize = 3
-    top_k: NonNegativeInt = 50
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
-    temperature: PositiveFloat = 1.0
-    max_source_tokens: PositiveInt = 128
-    max_target_tokens: PositiveInt = 24
-    articles_per_iteration: PositiveInt = 128
+    k: ListSize
+    top_k: NonNegativeInt
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    temperature: PositiveFloat
+    max_source_tokens: PositiveInt
+    max_target_tokens: PositiveInt
+    articles_per_iteration: PositiveInt
 
 
 class PromptSampling(Section):
-    k: ListSize = 5
-    prompt_length: PositiveInt = 5
-    top_k: PositiveInt = 256
-    temperature: PositiveFloat = 1.0
-    lists_per_step: PositiveInt = 4  # a policy step samples lists_per_step x k prompts
-    warmup_lists: PositiveInt = 32  # lists from the initial policy before step 1 (the first guidance fit)
+    k: ListSize
+    prompt_length: PositiveInt
+    top_k: PositiveInt
+    temperature: PositiveFloat
+    lists_per_step: PositiveInt  # a policy step samples lists_per_step x k prompts
+    warmup_lists: PositiveInt  # lists from the initial policy before step 1 (the first guidance fit)
 
 
 class SamplingConfig(Section):
-    summarization: SummarizationSampling = SummarizationSampling()
-    prompt: PromptSampling = PromptSampling()
+    summarization: SummarizationSampling
+    prompt: PromptSampling
 
 
 # --- guidance ---------------------------------------------------------------------------------
 
 
-class GuidanceSettings(Section):
-    loss: RankingLoss = "listwise"
-    aggregation: Aggregation = "avg"
-    tau: PositiveFloat = 1.0  # temperature of softmax/softmin aggregation
-    head_hidden: PositiveInt = 2048
-    squash: Literal["softplus", "sigmoid"] = "softplus"
-    freeze_backbone: bool = True
-    lr: PositiveFloat = 1e-4
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 16  # lists per batch
-    val_fraction: Fraction = 0.1
-    patience: PositiveInt = 3
-    refit: Literal["warm", "scratch"] = "warm"  # re-fit from previous weights or from scratch
-    preference: Literal["rouge", "embedding", "meteor", "task", "rankings"] = "rouge"
-    rankings_file: Path | None = None  # JSONL of {"source", "candidates", "scores"}; preference: rankings
+class GuidanceSection(Section):
+    loss: RankingLoss
+    aggregation: Aggregation
+    tau: PositiveFloat  # temperature of softmax/softmin aggregation
+    head_hidden: PositiveInt
+    squash: Literal["softplus", "sigmoid"]
+    freeze_backbone: bool
+    lr: PositiveFloat
+    epochs: PositiveInt
+    batch_size: PositiveInt  # lists per batch
+    val_fraction: Fraction
+    patience: PositiveInt
+    grad_clip: PositiveFloat | None  # max grad norm of each fit step; null: no clipping
+    plateau_factor: Fraction  # ReduceLROnPlateau on the held-out loss
+    plateau_patience: NonNegativeInt
+    min_lr: PositiveFloat
+    refit: Literal["warm", "scratch"]  # re-fit from previous weights or from scratch
+    preference: Literal["rouge", "embedding", "meteor", "task", "rankings"]
+    rankings_file: Path | None  # JSONL of {"source", "candidates", "scores"}; preference: rankings
 
     @model_validator(mode="after")
     def _rankings_need_file(self):
@@ -143,50 +148,45 @@ class GuidanceSettings(Section):
             )
         return self
 
+    def trainer_config(self, seed: int, max_length: int, max_source_length: int):
+        """The guidance trainer's ``GuidanceConfig``: this section's fields of the same name, plus the
+        run's seed and token limits (which come from the sampling section)."""
+        from components.guidance_trainer import GuidanceConfig  # torch: only once a run needs it
 
-def _fill_task_defaults(raw: Any, defaults: dict[str, dict]) -> Any:
-    """A task block given in part keeps that task's own defaults for the keys it leaves out."""
-    if not isinstance(raw, dict):
-        return raw
-    return {
-        **raw,
-        **{task: {**d, **raw[task]} for task, d in defaults.items() if isinstance(raw.get(task), dict)},
-    }
+        shared = {f.name for f in dataclasses.fields(GuidanceConfig)} & set(type(self).model_fields)
+        return GuidanceConfig(
+            **self.model_dump(include=shared),
+            seed=seed,
+            max_length=max_length,
+            max_source_length=max_source_length,
+        )
 
 
-_GUIDANCE_DEFAULTS = {"prompt": {"aggregation": "sum", "preference": "task", "lr": 1e-3}}
-
-
-class GuidanceConfig(Section):
-    summarization: GuidanceSettings = GuidanceSettings()
-    prompt: GuidanceSettings = GuidanceSettings(**_GUIDANCE_DEFAULTS["prompt"])
-
-    @model_validator(mode="before")
-    @classmethod
-    def _task_defaults(cls, raw):
-        return _fill_task_defaults(raw, _GUIDANCE_DEFAULTS)
+class GuidanceSections(Section):
+    summarization: GuidanceSection
+    prompt: GuidanceSection
 
 
 # --- policy -----------------------------------------------------------------------------------
 
 
 class SummarizationPolicy(Section):
-    warmstart_steps: NonNegativeInt = 300
-    warmstart_lr: PositiveFloat = 1e-3
-    warmup_steps: NonNegativeInt = 20  # linear lr warm-up of every policy optimizer
-    lr: PositiveFloat = 3e-4
-    batch_size: PositiveInt = 32
-    grad_accumulation: PositiveInt = 1
-    grad_clip: PositiveFloat = 1.0
+    warmstart_steps: NonNegativeInt
+    warmstart_lr: PositiveFloat
+    warmup_steps: NonNegativeInt  # linear lr warm-up of every policy optimizer
+    lr: PositiveFloat
+    batch_size: PositiveInt
+    grad_accumulation: PositiveInt
+    grad_clip: PositiveFloat
     # pgg's w_t: reward (r_t / sum r, the paper's) | exp_reward (exp r_t / sum exp r, the authors'
     # code's exp_in_wmle: weights within a factor 3.7, so no reference token stops being learned)
-    wmle_weighting: Literal["reward", "exp_reward"] = "reward"
-    reinforce_coef: NonNegativeFloat = 0.0  # the paper's optional REINFORCE term with r as weights
-    entropy_coef: NonNegativeFloat = 0.0
-    seqpg_coef: PositiveFloat = 1.0  # weight of the RLOO term of the sequence-level baseline
+    wmle_weighting: Literal["reward", "exp_reward"]
+    reinforce_coef: NonNegativeFloat  # the paper's optional REINFORCE term with r as weights
+    entropy_coef: NonNegativeFloat
+    seqpg_coef: PositiveFloat  # weight of the RLOO term of the sequence-level baseline
     # articles of each batch whose K samples enter the sampled terms (seqpg's RLOO, pgg's REINFORCE);
     # null: the whole batch. A sampled article costs about 6x an MLE one (K samples, K backward rows)
-    sampled_articles: PositiveInt | None = 8
+    sampled_articles: PositiveInt | None
 
     @model_validator(mode="after")
     def _sampled_within_batch(self):
@@ -197,18 +197,18 @@ class SummarizationPolicy(Section):
         return self
 
 
-class PromptPolicy(Section):
-    lr: PositiveFloat = 1e-3  # Adam on the adaptor; high because the CPU default runs only 100 steps
-    entropy_coef: NonNegativeFloat = 0.125  # alpha of the max-entropy bonus
-    adaptor_hidden: PositiveInt = 2048
+class PromptPolicySection(Section):
+    lr: PositiveFloat  # Adam on the adaptor; high because the CPU default runs only 100 steps
+    entropy_coef: NonNegativeFloat  # alpha of the max-entropy bonus
+    adaptor_hidden: PositiveInt
     # z-score rewards within each batch (seqpg: per prompt; pgg: token rewards centred per position,
     # scaled by the batch std) so entropy_coef weighs the same for both; false: the raw formulas
-    normalize_rewards: bool = True
+    normalize_rewards: bool
 
 
 class PolicyConfig(Section):
-    summarization: SummarizationPolicy = SummarizationPolicy()
-    prompt: PromptPolicy = PromptPolicy()
+    summarization: SummarizationPolicy
+    prompt: PromptPolicySection
 
 
 # --- loop -------------------------------------------------------------------------------------
@@ -217,9 +217,9 @@ class PolicyConfig(Section):
 class LoopSchedule(Section):
     """policy_steps in blocks of refit_every; the guidance is refit before each block until refit_until."""
 
-    policy_steps: PositiveInt = 300
-    refit_every: PositiveInt = 100
-    refit_until: NonNegativeInt = 200
+    policy_steps: PositiveInt
+    refit_every: PositiveInt
+    refit_until: NonNegativeInt
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -238,22 +238,10 @@ class LoopSchedule(Section):
         return -(-self.policy_steps // self.refit_every)
 
 
-_LOOP_DEFAULTS = {
-    "summarization": {"policy_steps": 150, "refit_every": 50, "refit_until": 100},
-    # 100 steps x 20 prompts: the quick default (pgg + baselines) fits in ~10 CPU minutes
-    "prompt": {"policy_steps": 100, "refit_every": 25, "refit_until": 75},
-}
-
-
 class LoopConfig(Section):
-    summarization: LoopSchedule = LoopSchedule(**_LOOP_DEFAULTS["summarization"])
-    prompt: LoopSchedule = LoopSchedule(**_LOOP_DEFAULTS["prompt"])
-    methods: tuple[str, ...] = ("pgg", "mle", "seqpg")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _task_defaults(cls, raw):
-        return _fill_task_defaults(raw, _LOOP_DEFAULTS)
+    summarization: LoopSchedule
+    prompt: LoopSchedule
+    methods: tuple[str, ...]
 
     @field_validator("methods")
     @classmethod
@@ -268,59 +256,69 @@ class LoopConfig(Section):
 
 
 class SummarizationEval(Section):
-    batch_size: PositiveInt = 64
-    lead_k: PositiveInt = 6  # words of the article used by the lead-k baseline
-    max_examples: PositiveInt | None = None
+    batch_size: PositiveInt
+    lead_k: PositiveInt  # words of the article used by the lead-k baseline
+    max_examples: PositiveInt | None
 
 
 class PromptEval(Section):
-    top_prompts: PositiveInt = 3
-    manual_prompts: dict[str, str] = {"sst-2": "It was", "agnews": "Category:"}
-    task_temperature: PositiveFloat = 0.05  # softmax temperature of the prototype classifier
-    reward_fraction: Fraction = 0.8  # share of training examples that score a prompt each step
-    gap_positive: PositiveFloat = 200.0
-    gap_negative: PositiveFloat = 180.0
-    candidates: PositiveInt = 16  # best prompts by training reward that are scored on dev for selection
-    log_every: PositiveInt = 10  # policy steps between MLflow log points (best prompt scored on dev)
-    max_test_examples: PositiveInt | None = None  # cap on the test split (tests, quick looks); None: all
+    top_prompts: PositiveInt
+    manual_prompts: dict[str, str]
+    candidates: PositiveInt  # best prompts by training reward that are scored on dev for selection
+    log_every: PositiveInt  # policy steps between MLflow log points (best prompt scored on dev)
+    max_test_examples: PositiveInt | None  # cap on the test split (tests, quick looks); None: all
+
+
+class PromptReward(Section):
+    """The prompt task's sequence-level preference: RLPrompt's gap reward from the frozen task model."""
+
+    task_temperature: PositiveFloat  # softmax temperature of the prototype classifier
+    reward_fraction: Fraction  # share of training examples that score a prompt each step
+    gap_positive: PositiveFloat
+    gap_negative: PositiveFloat
+
+
+class RewardSections(Section):
+    prompt: PromptReward
 
 
 class EvalConfig(Section):
-    summarization: SummarizationEval = SummarizationEval()
-    prompt: PromptEval = PromptEval()
+    summarization: SummarizationEval
+    prompt: PromptEval
 
 
 # --- tracking and runtime ---------------------------------------------------------------------
 
 
 class TrackingConfig(Section):
-    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project
-    experiment_prefix: str = "pgg"
-    register_models: bool = True
+    mlflow_uri: str | None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project
+    experiment_prefix: str
+    register_models: bool
 
 
 class RuntimeConfig(Section):
-    seed: NonNegativeInt = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = False
-    threads: PositiveInt | None = None  # torch intra-op threads; None keeps torch's choice
-    runs_dir: Path = Path("runs")
-    processes: PositiveInt = 1  # >1: each training step runs data-parallel in this many processes (GPUs)
-    task_runner: Literal["thread", "dask"] = "thread"
-    dask_address: str | None = None  # task_runner dask: scheduler address; None starts a local cluster
-    dask_workers: PositiveInt = 2  # workers of that local cluster
+    seed: NonNegativeInt
+    device: Literal["auto", "cpu", "cuda"]
+    bf16: bool
+    threads: PositiveInt | None  # torch intra-op threads; None keeps torch's choice
+    runs_dir: Path
+    processes: PositiveInt  # >1: each training step runs data-parallel in this many processes (GPUs)
+    task_runner: Literal["thread", "dask"]
+    dask_address: str | None  # task_runner dask: scheduler address; None starts a local cluster
+    dask_workers: PositiveInt  # workers of that local cluster
 
 
 class Config(Section):
-    data: DataConfig = DataConfig()
-    models: ModelsConfig = ModelsConfig()
-    sampling: SamplingConfig = SamplingConfig()
-    guidance: GuidanceConfig = GuidanceConfig()
-    policy: PolicyConfig = PolicyConfig()
-    loop: LoopConfig = LoopConfig()
-    eval: EvalConfig = EvalConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
+    data: DataConfig
+    models: ModelsConfig
+    sampling: SamplingConfig
+    guidance: GuidanceSections
+    reward: RewardSections
+    policy: PolicyConfig
+    loop: LoopConfig
+    eval: EvalConfig
+    tracking: TrackingConfig
+    runtime: RuntimeConfig
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, for MLflow params."""

@@ -48,7 +48,7 @@ from prefect.artifacts import create_markdown_artifact
 from components import data
 from components.aggregation import aggregate
 from components.gap_reward import accuracy, gap_reward, rank_by_reward, select_prompt
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_tokenizer
 from components.preferences import RankedList
 from components.prompt_losses import bandit_reinforce_loss, token_guided_reinforce_loss
@@ -66,7 +66,7 @@ from flows.common import (
     seed_everything,
     unlearned_guidance,
 )
-from flows.config import Config, PromptModels
+from flows.config import Config
 from flows.prepare import prompt_dir
 from flows.tracking import pipeline_run
 
@@ -102,11 +102,11 @@ def _check_method(method: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"unknown prompt method {method!r}; use one of {', '.join(allowed)}")
 
 
-def _task_model(models, dataset: str, temperature: float, device: torch.device):
-    """The frozen task model of ``models`` (a PromptModels section or anything with its two fields)."""
-    kind = TASK_MODEL_KINDS[models.task_model]
+def _task_model(task_model: str, name: str, dataset: str, temperature: float, device: torch.device):
+    """The frozen task model ``task_model`` (prototype | mlm) on the backbone ``name``."""
+    kind = TASK_MODEL_KINDS[task_model]
     kwargs = {"temperature": temperature} if kind == "prototype" else {}
-    model = build_task_model(models.task_model_name, dataset, kind, **kwargs)
+    model = build_task_model(name, dataset, kind, **kwargs)
     (model.encoder if kind == "prototype" else model.model).to(device)
     return model
 
@@ -168,8 +168,7 @@ def encode_split(
 ) -> Path:
     """Encode a split with the frozen task model once; every method and step reuses it.
     (Outputs are passed as str: the cache key hashes Path arguments by content.)"""
-    models = PromptModels(task_model=task_model, task_model_name=task_model_name)
-    model = _task_model(models, dataset, 1.0, torch.device("cpu"))  # the temperature plays no part here
+    model = _task_model(task_model, task_model_name, dataset, 1.0, torch.device("cpu"))  # the temperature plays no part here
     examples = data.read_classification(split_path)[:limit]
     encoded = model.encode_inputs([e.text for e in examples])
     payload = {
@@ -204,17 +203,10 @@ def fit_guidance(
     trainer = GuidanceTrainer(
         model,
         tokenizer,
-        GuidanceConfig(
-            loss=guidance.loss,
-            aggregation=guidance.aggregation,
-            tau=guidance.tau,
-            lr=guidance.lr,
-            epochs=guidance.epochs,
-            batch_size=guidance.batch_size,
-            val_fraction=guidance.val_fraction,
-            patience=guidance.patience,
+        guidance.trainer_config(
             seed=config.runtime.seed * 1000 + iteration,
             max_length=config.sampling.prompt.prompt_length * 4,
+            max_source_length=config.sampling.prompt.prompt_length * 4,
         ),
     )
     report = trainer.fit(_ranked_lists(_read_prompts(prompts_file))).as_dict()
@@ -237,6 +229,7 @@ def search_block(
     into ``out``; returns the log rows (one per log_every steps and one at the block's end)."""
     device = apply_runtime(config.runtime)
     sampling, settings, loop = config.sampling.prompt, config.eval.prompt, config.loop.prompt
+    reward = config.reward.prompt
     dataset = config.data.prompt.dataset
     generator = seed_everything(config.runtime.seed * 1000 + iteration)
     out_dir = Path(out)
@@ -247,7 +240,10 @@ def search_block(
     if start is not None and method != "random":
         policy.load_adaptor(start / "adaptor.pt")
         optimizer.load_state_dict(torch.load(start / "optimizer.pt", weights_only=True))
-    task_model = _task_model(config.models.prompt, dataset, settings.task_temperature, device)
+    models = config.models.prompt
+    task_model = _task_model(
+        models.task_model, models.task_model_name, dataset, config.reward.prompt.task_temperature, device
+    )
     train, labels = _load_encoded(embedding_file(config, "train"), device)
     dev, dev_labels = _load_encoded(embedding_file(config, "dev"), device)
     reward_model = None
@@ -287,7 +283,7 @@ def search_block(
             )
         probs = task_model.class_probs(texts, train)
         rewards = gap_reward(
-            probs, labels, settings.gap_positive, settings.gap_negative, settings.reward_fraction, generator
+            probs, labels, reward.gap_positive, reward.gap_negative, reward.reward_fraction, generator
         )
         train_accuracies = accuracy(probs, labels)
         for j, (text, reward, acc) in enumerate(
@@ -368,8 +364,13 @@ def prompt_accuracies(
 ) -> dict[str, list[float]]:
     """Accuracy (%) of each prompt on each split's cached encoding; ``None``: the no-prompt baseline."""
     device = apply_runtime(config.runtime)
+    models = config.models.prompt
     task_model = _task_model(
-        config.models.prompt, config.data.prompt.dataset, config.eval.prompt.task_temperature, device
+        models.task_model,
+        models.task_model_name,
+        config.data.prompt.dataset,
+        config.reward.prompt.task_temperature,
+        device,
     )
     out = {}
     for split in splits:
@@ -416,12 +417,7 @@ def _embed(config: Config) -> dict[str, Path]:
 def _fingerprint(config: Config, method: str) -> str:
     """What a block's result depends on; a complete block with another fingerprint is stale."""
     settings = config.eval.prompt
-    reward = [
-        settings.task_temperature,
-        settings.reward_fraction,
-        settings.gap_positive,
-        settings.gap_negative,
-    ]
+    reward = config.reward.prompt
     sections = [config.models.prompt, config.sampling.prompt, config.policy.prompt, config.loop.prompt]
     if method == "pgg":
         sections.append(config.guidance.prompt)

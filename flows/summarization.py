@@ -26,7 +26,7 @@ from prefect.context import TaskRunContext
 
 from components import data
 from components.encoder_cache import EncodedSources, encode_sources
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer, token_rewards
+from components.guidance_trainer import GuidanceTrainer, token_rewards
 from components.lead_baseline import lead_summaries
 from components.models import ModelSpec, load_model, load_tokenizer
 from components.policy_trainer import PolicyTrainConfig, source_kwargs, train_policy
@@ -348,15 +348,7 @@ def _fit_guidance(lists, previous, out, models, guidance, sampling, seed, iterat
     trainer = GuidanceTrainer(
         model,
         tokenizer,
-        GuidanceConfig(
-            loss=guidance.loss,
-            aggregation=guidance.aggregation,
-            tau=guidance.tau,
-            lr=guidance.lr,
-            epochs=guidance.epochs,
-            batch_size=guidance.batch_size,
-            val_fraction=guidance.val_fraction,
-            patience=guidance.patience,
+        guidance.trainer_config(
             seed=seed * 1000 + iteration,
             max_length=sampling.max_target_tokens,
             max_source_length=sampling.max_source_tokens,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,7 +39,22 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     return uri
 
 
-def write_params(folder: Path, text: str) -> Path:
+def merge(base: dict, update: dict) -> dict:
+    """``update`` laid over ``base``, section by section (a new dict; lists and values replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def write_params(folder: Path, text: str = "") -> Path:
+    """The project's params.yaml with the YAML ``text`` laid over it, as ``folder/params.yaml``.
+
+    Tests start from the real defaults plus their overrides: params.yaml is the only place a default
+    lives. ``data.root`` stays the embedded corpora unless ``text`` sets it."""
+    base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    base["data"]["root"] = str(DATA_ROOT)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(merge(base, yaml.safe_load(text) or {}), sort_keys=False))
     return path

@@ -14,6 +14,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import write_params
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's prefect, mlflow and dvc
 
@@ -46,13 +48,10 @@ def tiny_params(
     prepared: Path | None = None,
 ) -> Path:
     """params.yaml in ``folder`` (runs under folder/runs); ``steps`` / 2 loop iterations."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
     text = TINY_SUMMARIZATION.format(
         root=data_root, tmp=folder, prepared=prepared or folder / "data", steps=steps, methods=methods
     )
-    path.write_text(text)
-    return path
+    return write_params(folder, text)
 
 
 def free_port() -> int:

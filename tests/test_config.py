@@ -3,6 +3,8 @@ import sys
 
 import pytest
 
+from pydantic import BaseModel
+
 from flows.config import DEFAULT_PARAMS, Config, ParamsError, load_params
 from tests.conftest import PROJECT_ROOT, write_params
 
@@ -34,8 +36,25 @@ def test_default_params_validate():
     assert config.data.root.is_dir()
     assert config.sampling.summarization.k >= 2
     assert config.loop.summarization.iterations == 2
-    # the file spells out every field, so no default hides in code only
-    assert set(config.flat()) == set(Config().flat())
+    assert config.guidance.prompt.aggregation == "sum" and config.guidance.summarization.aggregation == "avg"
+
+
+def test_sections_carry_no_defaults_so_params_yaml_is_the_only_source():
+    def defaults(model):
+        for name, field in model.model_fields.items():
+            assert field.is_required(), f"{model.__name__}.{name} has a default in code; put it in params.yaml"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                defaults(annotation)
+
+    defaults(Config)
+
+
+def test_a_missing_key_names_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((PROJECT_ROOT / "params.yaml").read_text().replace("    lead_k: 6\n", ""))
+    with pytest.raises(ParamsError, match="eval.summarization.lead_k: required key is missing"):
+        load_params(path)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMS))
@@ -76,14 +95,3 @@ def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "sampling.summarization.k" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing was written
-
-
-def test_partial_task_block_keeps_that_tasks_defaults(tmp_path, data_root):
-    path = write_params(tmp_path, f"data:\n  root: {data_root}\nguidance:\n  prompt:\n    tau: 0.5\n")
-    config = load_params(path)
-    assert config.guidance.prompt.aggregation == "sum" and config.guidance.prompt.preference == "task"
-    assert config.guidance.prompt.tau == 0.5
-    loop = load_params(
-        write_params(tmp_path, f"data:\n  root: {data_root}\nloop:\n  prompt:\n    refit_until: 50\n")
-    )
-    assert loop.loop.prompt.policy_steps == Config().loop.prompt.policy_steps
