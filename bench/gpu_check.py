@@ -13,6 +13,7 @@ by length against batches in corpus order.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -23,22 +24,25 @@ import torch
 import flows  # noqa: F401  (offline defaults)
 from bench.report import markdown_table, write_section
 from components.encoder_cache import encode_sources
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_model
-from components.policy_trainer import PolicyTrainConfig, source_kwargs, train_policy
+from components.policy_trainer import train_policy
 from components.preferences import make_preference, rank_candidates
+from components.reference_rewards import reference_token_rewards
 from components.reward_model import TokenRewardModel
 from components.rouge import compute_rouge
 from components.seq2seq_policy import (
     encode_targets,
     freeze_encoder,
     generate_greedy,
+    length_batches,
     sample_k,
+    source_kwargs,
     tokenize_sources,
 )
 from flows.common import pick_device
+from flows.config import load_params
 from flows.distributed import Hardware, make_accelerator
-from flows.summarization import length_batches, reference_token_rewards
 
 WORDS = (
     "market shares rose fell government minister said report company profits sales growth bank rates "
@@ -105,12 +109,19 @@ def main() -> None:
     start = time.perf_counter()
     reward_tokenizer, reward_model = TokenRewardModel.from_spec(spec, head_hidden=256, freeze_backbone=True)
     accelerator = make_accelerator(Hardware(device=args.device))
-    guidance_config = GuidanceConfig(epochs=2, batch_size=args.batch, max_length=12, max_source_length=128)
+    params = load_params()
+    guidance_config = dataclasses.replace(
+        params.guidance.summarization.trainer_config(0, 12, 128), epochs=2, batch_size=args.batch
+    )
     report = GuidanceTrainer(reward_model, reward_tokenizer, guidance_config, accelerator).fit(lists)
     stages["fit guidance"] = time.perf_counter() - start
     start = time.perf_counter()
     rewards = reference_token_rewards(reward_model, labels, mask, sources)
-    config = PolicyTrainConfig(method="pgg", steps=args.steps, lr=1e-4, batch_size=args.batch)
+    config = dataclasses.replace(
+        params.policy.summarization.train_config("pgg", args.steps, 1e-4, 0, params.sampling.summarization),
+        batch_size=args.batch,
+        sampled_articles=None,
+    )
     history = train_policy(policy, tokenizer, sources, labels, mask, config, rewards, accelerator=accelerator)
     stages["reward references + WMLE steps"] = time.perf_counter() - start
     start = time.perf_counter()

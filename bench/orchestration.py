@@ -95,8 +95,8 @@ def plain_loop(config, method: str = "pgg") -> None:
         first_step = (iteration - 1) * loop.refit_every
         if method == "pgg" and (guidance_dir is None or first_step < loop.refit_until):
             lists = s.sample_and_rank.fn(
-                policy_dir, s.split_file(config, "train"), caches["train"], sampling,
-                config.guidance.summarization, models.freeze_encoder, config.runtime.seed, iteration,
+                policy_dir, s.split_file(config, "train"), caches["train"], models, sampling,
+                config.guidance.summarization, config.runtime.seed, iteration,
                 config.runtime.device,
             )  # fmt: skip
             s.fit_guidance.fn(lists, guidance_dir, iter_dir / "guidance", models, config.guidance.summarization,
@@ -104,7 +104,14 @@ def plain_loop(config, method: str = "pgg") -> None:
             guidance_dir = iter_dir / "guidance"
         steps = min(loop.refit_every, loop.policy_steps - first_step)
         stats = s.train_iteration.fn(
-            method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps
+            method,
+            iteration,
+            policy_dir,
+            guidance_dir,
+            iter_dir / "policy",
+            config,
+            steps,
+            hardware(config.runtime),
         )
         policy_dir = iter_dir / "policy"
         evaluation = s.evaluate_policy.fn(policy_dir, "validation", config)
@@ -170,8 +177,9 @@ def quick_default_step_seconds(steps: int = 3) -> float:
 
     from components.encoder_cache import EncodedSources
     from components.models import ModelSpec, load_model
-    from components.policy_trainer import PolicyTrainConfig, train_policy
+    from components.policy_trainer import train_policy
     from components.seq2seq_policy import freeze_encoder
+    from flows.config import load_params
 
     tokenizer, model = load_model(ModelSpec("minilm", "seq2seq", 2))
     freeze_encoder(model)
@@ -181,7 +189,10 @@ def quick_default_step_seconds(steps: int = 3) -> float:
     )
     labels = torch.randint(2000, 29000, (32, 24), generator=generator)
     mask = torch.ones(32, 24)
-    config = PolicyTrainConfig(steps=steps + 1, batch_size=32, lr=1e-4)
+    params = load_params()
+    config = params.policy.summarization.train_config(
+        "mle", steps + 1, 1e-4, 0, params.sampling.summarization
+    )
     history = train_policy(model, tokenizer, sources, labels, mask, config)
     return min(h["seconds"] for h in history[1:])
 

@@ -13,6 +13,7 @@ article, which no model learned.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import re
@@ -23,7 +24,7 @@ import torch
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec
 from components.reward_model import TokenRewardModel
 from flows.config import DEFAULT_PARAMS, load_params
@@ -45,8 +46,8 @@ def sample_lists(config, warm: Path, seed: int, iterations: range) -> list:
     lists = []
     for iteration in iterations:
         lists += s.sample_and_rank.fn(
-            warm, s.split_file(config, "train"), s.cache_file(config, "train"), config.sampling.summarization,
-            config.guidance.summarization, True, seed, iteration,
+            warm, s.split_file(config, "train"), s.cache_file(config, "train"), config.models.summarization,
+            config.sampling.summarization, config.guidance.summarization, seed, iteration,
         )  # fmt: skip
     return lists
 
@@ -80,12 +81,10 @@ def fit(kind: str, lr: float, lists, held, config) -> tuple[dict, dict, float]:
     trainer = GuidanceTrainer(
         model,
         tokenizer,
-        GuidanceConfig(
-            loss=guidance.loss, aggregation=guidance.aggregation, lr=lr, epochs=guidance.epochs,
-            batch_size=guidance.batch_size, val_fraction=guidance.val_fraction, patience=guidance.patience,
-            seed=1, max_length=sampling.max_target_tokens, max_source_length=sampling.max_source_tokens,
+        dataclasses.replace(
+            guidance.trainer_config(1, sampling.max_target_tokens, sampling.max_source_tokens), lr=lr
         ),
-    )  # fmt: skip
+    )
     start = time.perf_counter()
     report = trainer.fit(lists).as_dict()
     return report, trainer.evaluate(held), time.perf_counter() - start

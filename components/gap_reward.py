@@ -104,3 +104,28 @@ def select_prompt(
         top_test_accuracy=sum(top_test) / len(top_test),
         top=len(top_test),
     )
+
+
+class ScoredPrompts:
+    """Every prompt a search has scored: its training rewards (a prompt may be drawn again) and last
+    training accuracy. ``best()`` is the prompt with the highest mean reward (first seen wins ties)."""
+
+    def __init__(self) -> None:
+        self.rewards: dict[str, list[float]] = {}
+        self.train_accuracy: dict[str, float] = {}
+
+    def add(self, prompt: str, reward: float, train_accuracy: float) -> None:
+        self.rewards.setdefault(prompt, []).append(float(reward))
+        self.train_accuracy[prompt] = float(train_accuracy)
+
+    def mean_reward(self, prompt: str) -> float:
+        return sum(self.rewards[prompt]) / len(self.rewards[prompt])
+
+    def best(self) -> str:
+        if not self.rewards:
+            raise ValueError("no prompt has been scored yet")
+        return max(self.rewards, key=self.mean_reward)
+
+    def __len__(self) -> int:
+        """How many scores were recorded: the task-model queries spent."""
+        return sum(len(r) for r in self.rewards.values())

@@ -47,21 +47,23 @@ __all__ = ["GuidanceConfig", "GuidanceTrainer", "FitReport", "RankedList", "scor
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    loss: str = "listwise"  # listwise (Plackett-Luce) | pairwise (Bradley-Terry)
-    aggregation: str = "avg"  # avg | sum | softmax | softmin
-    tau: float = 1.0  # temperature of softmax/softmin aggregation
-    lr: float = 1e-3  # Adam; right for a head-only fit (frozen backbone); ~5e-5 when the backbone trains
-    epochs: int = 10
-    batch_size: int = 16  # lists per step: one forward scores batch_size × K sequences
-    val_fraction: float = 0.2  # share of lists held out for early stopping and metrics
-    patience: int = 3  # epochs without a better val loss before stopping
-    plateau_factor: float = 0.8  # ReduceLROnPlateau on the val loss
-    plateau_patience: int = 1
-    min_lr: float = 1e-6
-    grad_clip: float | None = 5.0  # max grad norm per step; None: no clipping
-    seed: int = 0
-    max_length: int = 128  # candidate tokens kept
-    max_source_length: int = 512
+    """Every field is required: pgg's values live in params.yaml (``GuidanceSection.trainer_config``)."""
+
+    loss: str  # listwise (Plackett-Luce) | pairwise (Bradley-Terry)
+    aggregation: str  # avg | sum | softmax | softmin
+    tau: float  # temperature of softmax/softmin aggregation
+    lr: float  # Adam; ~1e-3 for a head-only fit (frozen backbone), ~5e-5 when the backbone trains
+    epochs: int
+    batch_size: int  # lists per step: one forward scores batch_size × K sequences
+    val_fraction: float  # share of lists held out for early stopping and metrics
+    patience: int  # epochs without a better val loss before stopping
+    plateau_factor: float  # ReduceLROnPlateau on the val loss
+    plateau_patience: int
+    min_lr: float
+    grad_clip: float | None  # max grad norm per step; None: no clipping
+    seed: int
+    max_length: int  # candidate tokens kept
+    max_source_length: int
 
     def __post_init__(self):
         if self.loss not in LOSSES:

@@ -34,7 +34,8 @@ from components.policy_losses import (
     token_reinforce_loss,
     weighted_mle_loss,
 )
-from components.seq2seq_policy import sample_k, sequence_log_probs
+from components.rouge import mean_rouge_f
+from components.seq2seq_policy import sample_k, sequence_log_probs, source_kwargs
 
 METHODS = ("mle", "pgg", "seqpg")
 # (sampled texts, their references) -> one reward per sample
@@ -46,25 +47,27 @@ TokenGuidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 
 @dataclass(frozen=True)
 class PolicyTrainConfig:
-    method: str = "mle"
-    steps: int = 100
-    lr: float = 5e-5
-    warmup_steps: int = 0  # linear warm-up from 0 to lr, then constant
-    batch_size: int = 32
-    grad_accumulation: int = 1
-    grad_clip: float = 1.0
-    reinforce_coef: float = 0.0  # pgg: REINFORCE on samples with guidance token rewards; seqpg: RLOO weight
-    entropy_coef: float = 0.0
-    wmle_weighting: str = "reward"  # pgg: w_t from r_t ("reward", the paper's) or exp(r_t) (softer)
-    k: int = 3  # samples per article for sampled terms
+    """Every field is required: pgg's values live in params.yaml (``SummarizationPolicy.train_config``)."""
+
+    method: str  # mle | pgg | seqpg
+    steps: int
+    lr: float
+    warmup_steps: int  # linear warm-up from 0 to lr, then constant
+    batch_size: int
+    grad_accumulation: int
+    grad_clip: float
+    reinforce_coef: float  # pgg: REINFORCE on samples with guidance token rewards; seqpg: RLOO weight
+    entropy_coef: float
+    wmle_weighting: str  # pgg: w_t from r_t ("reward", the paper's) or exp(r_t) (softer)
+    k: int  # samples per article for sampled terms
     # articles of each batch whose k samples enter the sampled term (None: all of them). Sampling and
     # scoring k summaries costs several MLE steps, so a sub-batch keeps the sampled methods affordable.
-    sampled_articles: int | None = None
-    top_k: int = 50
-    top_p: float = 0.95
-    temperature: float = 1.0
-    max_new_tokens: int = 24
-    seed: int = 0
+    sampled_articles: int | None
+    top_k: int
+    top_p: float
+    temperature: float
+    max_target_tokens: int  # new tokens per sample
+    seed: int
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -81,14 +84,9 @@ class PolicyTrainConfig:
             )
 
 
-def source_kwargs(sources: EncodedSources | dict, indices: torch.Tensor) -> dict:
-    """Keyword arguments for seq2seq_policy functions for rows ``indices`` of the sources."""
-    if isinstance(sources, EncodedSources):
-        chosen = sources.select(indices)
-        return {"attention_mask": chosen.attention_mask, "encoder_hidden": chosen.hidden}
-    mask = sources["attention_mask"][indices]
-    length = max(int(mask.sum(dim=1).max()), 1)
-    return {"attention_mask": mask[:, :length], "input_ids": sources["input_ids"][indices][:, :length]}
+def rouge_reward(texts: list[str], references: list[str]) -> torch.Tensor:
+    """seqpg's sequence reward: mean of ROUGE-1/2/L F1 of each sample against its reference."""
+    return torch.tensor(mean_rouge_f(texts, references))
 
 
 def repeat_sources(kwargs: dict, k: int) -> dict:
@@ -241,7 +239,7 @@ def _batch_loss(
             top_k=config.top_k,
             top_p=config.top_p,
             temperature=config.temperature,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=config.max_target_tokens,
             # one draw per step on every process (keeps the batch order shared); each samples its own
             seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + rank,
         )

@@ -88,9 +88,7 @@ class RougePreference:
     def score(self, sources, candidates, references=None):
         references = _need_references("rouge", candidates, references)
         flat, refs = _flatten(candidates, references)
-        per_example = rouge.rouge_per_example(flat, refs, use_stemmer=self.use_stemmer)
-        means = [(s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3 for s in per_example]
-        return _regroup(means, candidates)
+        return _regroup(rouge.mean_rouge_f(flat, refs, use_stemmer=self.use_stemmer), candidates)
 
 
 class EmbeddingSimilarityPreference:

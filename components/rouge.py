@@ -68,3 +68,12 @@ def compute_rouge(predictions: list[str], references: list[str], use_stemmer: bo
         raise ValueError("compute_rouge got no predictions; pass at least one prediction/reference pair")
     per_example = rouge_per_example(predictions, references, use_stemmer)
     return {key: sum(s[key] for s in per_example) / len(per_example) for key in ROUGE_TYPES}
+
+
+def mean_rouge_f(predictions: list[str], references: list[str], use_stemmer: bool = True) -> list[float]:
+    """Per example, the mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 (0..1): pgg's summarization preference
+    and seqpg's sequence reward."""
+    return [
+        (s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3
+        for s in rouge_per_example(predictions, references, use_stemmer)
+    ]

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
+from components.encoder_cache import EncodedSources
+
 T5_PREFIX = "summarize: "
 
 
@@ -232,3 +234,68 @@ def sample_k(
             temperature=temperature,
             max_new_tokens=max_new_tokens,
         )
+
+
+# --- batching over a split's sources -----------------------------------------------------------
+
+
+def source_kwargs(sources: EncodedSources | dict, indices: torch.Tensor) -> dict:
+    """Keyword arguments for this module's functions for rows ``indices`` of a split's sources:
+    cached encoder states, or token ids (``tokenize_sources`` of the whole split) trimmed to the
+    rows' longest source."""
+    if isinstance(sources, EncodedSources):
+        chosen = sources.select(indices)
+        return {"attention_mask": chosen.attention_mask, "encoder_hidden": chosen.hidden}
+    mask = sources["attention_mask"][indices]
+    length = max(int(mask.sum(dim=1).max()), 1)
+    return {"attention_mask": mask[:, :length], "input_ids": sources["input_ids"][indices][:, :length]}
+
+
+def source_lengths(sources: EncodedSources | dict) -> torch.Tensor:
+    """Real tokens per source ``[N]``."""
+    mask = sources.attention_mask if isinstance(sources, EncodedSources) else sources["attention_mask"]
+    return mask.sum(dim=1)
+
+
+def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Positions ``0..len(lengths)-1`` in batches of similar length (longest first), so a batch pads
+    to its own longest source instead of the split's; generation pays for padding at every token."""
+    order = torch.argsort(torch.as_tensor(lengths), descending=True, stable=True)
+    return list(order.split(batch_size))
+
+
+def sample_lists(
+    model,
+    tokenizer,
+    sources: EncodedSources | dict,
+    rows: torch.Tensor,
+    *,
+    k: int,
+    seed: int,
+    batch_size: int = 32,
+    **sampling,
+) -> list[list[str]]:
+    """``k`` sampled texts for each source row in ``rows`` (in that order), generated in batches of
+    similar source length; batch ``b`` samples with seed ``seed + b``. ``sampling``: top_k, top_p,
+    temperature, max_new_tokens of ``sample_k``."""
+    by_position: dict[int, list[str]] = {}
+    for batch, positions in enumerate(length_batches(source_lengths(sources)[rows], batch_size)):
+        out = sample_k(
+            model, tokenizer, **source_kwargs(sources, rows[positions]), k=k, seed=seed + batch, **sampling
+        )
+        groups = [out.texts[j : j + k] for j in range(0, len(out.texts), k)]
+        by_position.update(zip(positions.tolist(), groups, strict=True))
+    return [by_position[position] for position in range(len(rows))]
+
+
+def greedy_texts(
+    model, tokenizer, sources: EncodedSources | dict, n: int, batch_size: int, max_new_tokens: int
+) -> list[str]:
+    """Greedy outputs for the first ``n`` sources, decoded in batches of similar source length."""
+    by_row: dict[int, str] = {}
+    for rows in length_batches(source_lengths(sources)[:n], batch_size):
+        texts = generate_greedy(
+            model, tokenizer, **source_kwargs(sources, rows), max_new_tokens=max_new_tokens
+        ).texts
+        by_row.update(zip(rows.tolist(), texts, strict=True))
+    return [by_row[row] for row in range(n)]

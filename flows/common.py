@@ -169,3 +169,21 @@ def unlearned_guidance(report: dict, refit: int, task_name: str) -> str:
         f"{report['chance_val_loss']:.4f} for constant rewards, so the policy update that uses it is "
         f"unguided; raise guidance.{task_name}.lr or epochs, or sample more diverse candidates"
     )
+
+
+GUIDANCE_REPORT_KEYS = {  # FitReport field -> MLflow key, the same in both tasks
+    "pairwise_accuracy": "val_pairwise_accuracy",
+    "kendall_tau": "val_kendall_tau",
+    "val_loss": "val_loss",
+    "chance_val_loss": "chance_val_loss",
+    "train_loss": "train_loss",
+    "tied_lists_dropped": "n_tied_dropped",
+    "epochs_run": "epochs_run",
+}
+
+
+def guidance_metrics(report: dict) -> dict[str, float]:
+    """A guidance fit's report as ``guidance/...`` metrics (held-out pairwise accuracy and Kendall tau,
+    losses against the chance level, lists dropped as fully tied); NaNs left out."""
+    values = {f"guidance/{key}": report.get(field) for key, field in GUIDANCE_REPORT_KEYS.items()}
+    return {key: float(value) for key, value in values.items() if value is not None and value == value}

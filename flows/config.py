@@ -196,6 +196,25 @@ class SummarizationPolicy(Section):
             )
         return self
 
+    def train_config(self, method: str, steps: int, lr: float, seed: int, sampling: SummarizationSampling):
+        """``components.policy_trainer.PolicyTrainConfig`` for ``steps`` steps of ``method`` (the warm start
+        is ``mle`` at ``warmstart_lr``): the fields of this section and of ``sampling`` with the same
+        names, and the method's coefficients (seqpg's RLOO weight is ``seqpg_coef``; only pgg keeps the
+        entropy bonus)."""
+        from components.policy_trainer import PolicyTrainConfig  # torch: only once a run needs it
+
+        names = {f.name for f in dataclasses.fields(PolicyTrainConfig)}
+        values = {**sampling.model_dump(include=names), **self.model_dump(include=names)}
+        values.update(
+            method=method,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            reinforce_coef=self.seqpg_coef if method == "seqpg" else self.reinforce_coef,
+            entropy_coef=self.entropy_coef if method == "pgg" else 0.0,
+        )
+        return PolicyTrainConfig(**values)
+
 
 class PromptPolicySection(Section):
     lr: PositiveFloat  # Adam on the adaptor; high because the CPU default runs only 100 steps
@@ -320,6 +339,20 @@ class Config(Section):
     tracking: TrackingConfig
     runtime: RuntimeConfig
 
+    def prompt_train_config(self, method: str):
+        """``components.prompt_trainer.PromptTrainConfig`` of ``method``: the prompt sections' fields of
+        the same names (the guidance section gives only its aggregation: its lr is the fit's)."""
+        from components.prompt_trainer import PromptTrainConfig  # torch: only once a run needs it
+
+        names = {f.name for f in dataclasses.fields(PromptTrainConfig)}
+        values = {
+            **self.sampling.prompt.model_dump(include=names),
+            **self.reward.prompt.model_dump(include=names),
+            **self.guidance.prompt.model_dump(include={"aggregation", "tau"}),
+            **self.policy.prompt.model_dump(include=names),
+        }
+        return PromptTrainConfig(method=method, **values)
+
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, for MLflow params."""
         return dict(_flatten(self.model_dump(mode="json")))
@@ -394,7 +427,11 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         tree = tree.setdefault(key, {})
         if not isinstance(tree, dict):
             raise ParamsError(f"override {dotted}: {key} is not a section")
-    tree[leaf] = value
+    if isinstance(value, dict) and isinstance(tree.get(leaf), dict):  # a section: set only the keys given
+        for key, item in value.items():
+            _set_dotted(tree[leaf], key, item)
+    else:
+        tree[leaf] = value
 
 
 def _describe(error: dict) -> str:

@@ -5,6 +5,7 @@ A flow always runs in one process: Prefect, MLflow and the files stay single-wri
 as N processes under ``torch.distributed.run`` (torchrun, the launcher ``accelerate launch`` uses for
 several GPUs): every process builds ``make_accelerator(hw)``, takes its share of each global batch,
 and only the main process writes the checkpoint (``write_once``) and returns the result to the flow.
+A step opts in with the ``@data_parallel`` decorator.
 
     python -m flows.distributed JOB RESULT   # one process of such a step; the flow starts it, not you
 
@@ -14,7 +15,9 @@ Tasks that do not depend on each other (the test evaluations of every method) ar
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 import pickle
 import socket
@@ -82,15 +85,35 @@ def write_once(accelerator: Accelerator | None, write: Callable[[], T]) -> T | N
     return result
 
 
-def run_step(step: Callable[..., T], kwargs: dict[str, Any], processes: int) -> T:
-    """``step(**kwargs)`` here when ``processes`` is 1 (or inside a launched step), else in ``processes``
-    processes on this machine; returns the main process's result. ``step`` must be a module-level
-    function and ``kwargs`` picklable (paths, config sections, ranked lists)."""
-    if processes <= 1 or launched_processes() > 1:
-        return step(**kwargs)
+_STEPS: dict[str, Callable[..., Any]] = {}
+
+
+def data_parallel(step: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a training step that takes ``hw: Hardware``: called with ``hw.processes`` 1 (or inside
+    a launched step) it runs here; with N > 1 it runs as N processes on this machine under
+    ``torch.distributed.run`` and returns the main process's result. Its arguments must be picklable
+    (paths, config sections, ranked lists); the step builds its accelerator with ``make_accelerator(hw)``
+    and writes checkpoints with ``write_once``."""
+    key = f"{step.__module__}:{step.__qualname__}"
+    _STEPS[key] = step
+    signature = inspect.signature(step)
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        processes = bound.arguments["hw"].processes
+        if processes <= 1 or launched_processes() > 1:
+            return step(**bound.arguments)
+        return _launch(key, dict(bound.arguments), processes)
+
+    return run
+
+
+def _launch(key: str, kwargs: dict[str, Any], processes: int):
     with tempfile.TemporaryDirectory(prefix="pgg-step-") as folder:
         job, result = Path(folder) / "job.pkl", Path(folder) / "result.pkl"
-        job.write_bytes(pickle.dumps({"module": step.__module__, "name": step.__name__, "kwargs": kwargs}))
+        job.write_bytes(pickle.dumps({"step": key, "kwargs": kwargs}))
         with socket.socket() as sock:  # a free port for the processes' rendezvous
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -109,7 +132,7 @@ def run_step(step: Callable[..., T], kwargs: dict[str, Any], processes: int) -> 
             lines = done.stdout.strip().splitlines() or ["no output"]
             errors = [line for line in lines if "Error" in line or "Exception" in line]
             raise DistributedStepFailed(
-                f"{step.__name__} in {processes} processes failed (exit {done.returncode}): "
+                f"{key.rsplit(':', 1)[-1]} in {processes} processes failed (exit {done.returncode}): "
                 f"{(errors or lines)[-1].strip()[:300]}"
             )
         return pickle.loads(result.read_bytes())
@@ -142,8 +165,11 @@ def task_runner(runtime):
 
 def _worker(job: Path, result: Path) -> None:
     spec = pickle.loads(job.read_bytes())
-    step = getattr(importlib.import_module(spec["module"]), spec["name"])
-    value = step(**spec["kwargs"])
+    module, _ = spec["step"].split(":", 1)
+    importlib.import_module(module)  # registers its @data_parallel steps
+    # This file runs as __main__ here; the steps registered with the imported flows.distributed.
+    steps = importlib.import_module("flows.distributed")._STEPS
+    value = steps[spec["step"]](**spec["kwargs"])
     if int(os.environ.get("RANK", "0")) == 0:
         result.write_bytes(pickle.dumps(value))
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -46,28 +45,28 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from components import data
-from components.aggregation import aggregate
-from components.gap_reward import accuracy, gap_reward, rank_by_reward, select_prompt
+from components.gap_reward import ScoredPrompts, accuracy, rank_by_reward, select_prompt
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_tokenizer
 from components.preferences import RankedList
-from components.prompt_losses import bandit_reinforce_loss, token_guided_reinforce_loss
 from components.prompt_policy import PromptPolicy, build_prompt_policy
-from components.ranking_losses import pairwise_accuracy
+from components.prompt_trainer import PromptTrainer
 from components.reward_model import TokenRewardModel
 from components.task_models import EncodedInputs, build_task_model
-from flows.checkpoints import is_complete, load_guidance, read_state, save_guidance
+from flows.checkpoints import is_complete, load_guidance, save_guidance
 from flows.common import (
     CONTENT_CACHE,
     apply_runtime,
     atomic_write_json,
     atomic_write_text,
     content_hash,
+    guidance_metrics,
     seed_everything,
     unlearned_guidance,
 )
 from flows.config import Config
 from flows.prepare import prompt_dir
+from flows.resume import ResumableLoop, run_id_of
 from flows.tracking import pipeline_run
 
 TASK = "prompt"
@@ -147,12 +146,6 @@ def _ranked_lists(records: list[dict]) -> list[RankedList]:
     ]
 
 
-def _z_score(rewards: torch.Tensor) -> torch.Tensor:
-    """Centre over the batch (per position for token rewards), scale by the batch std."""
-    centred = rewards - rewards.mean(0, keepdim=True)
-    return centred / centred.std().clamp(min=1e-8)
-
-
 # --- tasks ------------------------------------------------------------------------------------
 
 
@@ -168,7 +161,9 @@ def encode_split(
 ) -> Path:
     """Encode a split with the frozen task model once; every method and step reuses it.
     (Outputs are passed as str: the cache key hashes Path arguments by content.)"""
-    model = _task_model(task_model, task_model_name, dataset, 1.0, torch.device("cpu"))  # the temperature plays no part here
+    model = _task_model(
+        task_model, task_model_name, dataset, 1.0, torch.device("cpu")
+    )  # the temperature plays no part here
     examples = data.read_classification(split_path)[:limit]
     encoded = model.encode_inputs([e.text for e in examples])
     payload = {
@@ -200,18 +195,48 @@ def fit_guidance(
             squash=guidance.squash,
             freeze_backbone=guidance.freeze_backbone,
         )
-    trainer = GuidanceTrainer(
-        model,
-        tokenizer,
-        guidance.trainer_config(
-            seed=config.runtime.seed * 1000 + iteration,
-            max_length=config.sampling.prompt.prompt_length * 4,
-            max_source_length=config.sampling.prompt.prompt_length * 4,
-        ),
+    length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
+    settings = guidance.trainer_config(
+        seed=config.runtime.seed * 1000 + iteration, max_length=length, max_source_length=length
     )
-    report = trainer.fit(_ranked_lists(_read_prompts(prompts_file))).as_dict()
+    report = (
+        GuidanceTrainer(model, tokenizer, settings).fit(_ranked_lists(_read_prompts(prompts_file))).as_dict()
+    )
     save_guidance(model, Path(out), {"iteration": iteration, "step": step, **report})
     return report
+
+
+def _block_steps(config: Config, iteration: int) -> list[tuple[int, int]]:
+    """(policy step, prompts to score) of each step of a block; the warm-up (iteration 0) scores
+    warmup_lists lists at step 0 without updating."""
+    sampling, loop = config.sampling.prompt, config.loop.prompt
+    batch = sampling.lists_per_step * sampling.k
+    if iteration == 0:
+        steps = -(-sampling.warmup_lists // sampling.lists_per_step)
+        return [
+            (0, min(batch, (sampling.warmup_lists - i * sampling.lists_per_step) * sampling.k))
+            for i in range(steps)
+        ]
+    first = (iteration - 1) * loop.refit_every + 1
+    return [(step, batch) for step in range(first, min(first + loop.refit_every, loop.policy_steps + 1))]
+
+
+def _trainer(config: Config, method: str, iteration: int, start, guidance_dir, device) -> PromptTrainer:
+    """The block's policy (continuing from ``start``), task model and, for pgg, fitted token rewards."""
+    policy = _policy(config, device)  # built right after seeding: the adaptor's random init
+    models = config.models.prompt
+    task_model = _task_model(
+        models.task_model, models.task_model_name, config.data.prompt.dataset,
+        config.reward.prompt.task_temperature, device,
+    )  # fmt: skip
+    reward_model = None
+    if method == "pgg" and iteration > 0:
+        reward_model = load_guidance(guidance_dir, freeze_backbone=True, device=device)
+        _check_tokenizers(policy, load_tokenizer(models.reward_backbone))
+    trainer = PromptTrainer(policy, task_model, config.prompt_train_config(method), reward_model)
+    if start is not None and method != "random":
+        trainer.load(start)
+    return trainer
 
 
 @task(task_run_name="search-{method}-iter{iteration}")
@@ -228,134 +253,66 @@ def search_block(
     runs policy steps (i-1)*refit_every+1 .. i*refit_every. Writes adaptor, optimizer and prompts.jsonl
     into ``out``; returns the log rows (one per log_every steps and one at the block's end)."""
     device = apply_runtime(config.runtime)
-    sampling, settings, loop = config.sampling.prompt, config.eval.prompt, config.loop.prompt
-    reward = config.reward.prompt
-    dataset = config.data.prompt.dataset
     generator = seed_everything(config.runtime.seed * 1000 + iteration)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    policy = _policy(config, device)
-    optimizer = torch.optim.Adam(policy.adaptor.parameters(), lr=config.policy.prompt.lr)
-    if start is not None and method != "random":
-        policy.load_adaptor(start / "adaptor.pt")
-        optimizer.load_state_dict(torch.load(start / "optimizer.pt", weights_only=True))
-    models = config.models.prompt
-    task_model = _task_model(
-        models.task_model, models.task_model_name, dataset, config.reward.prompt.task_temperature, device
-    )
+    trainer = _trainer(config, method, iteration, start, guidance_dir, device)
     train, labels = _load_encoded(embedding_file(config, "train"), device)
     dev, dev_labels = _load_encoded(embedding_file(config, "dev"), device)
-    reward_model = None
-    if method == "pgg" and iteration > 0:
-        reward_model = load_guidance(guidance_dir, freeze_backbone=True, device=device)
-        _check_tokenizers(policy, load_tokenizer(config.models.prompt.reward_backbone))
-
-    # Best prompt so far by mean training reward (as the final selection ranks), over earlier blocks too.
-    rewards_of: dict[str, list[float]] = defaultdict(list)
-    train_accuracy_of: dict[str, float] = {}
+    scored = ScoredPrompts()  # every prompt so far, earlier blocks too: the best one is logged
     for path in history:
         for record in _read_prompts(path):
-            rewards_of[record["prompt"]].append(record["reward"])
-            train_accuracy_of[record["prompt"]] = record["train_accuracy"]
-    dev_accuracy_of: dict[str, float] = {}
-    evaluations = sum(len(v) for v in rewards_of.values())
-
-    batch = sampling.lists_per_step * sampling.k
-    if iteration == 0:
-        steps = [0] * -(-sampling.warmup_lists // sampling.lists_per_step)
-    else:
-        first = (iteration - 1) * loop.refit_every + 1
-        steps = list(range(first, min(first + loop.refit_every, loop.policy_steps + 1)))
-    records, rows, window, list_index = [], [], defaultdict(list), 0
+            scored.add(record["prompt"], record["reward"], record["train_accuracy"])
+    dev_accuracy: dict[str, float] = {}
+    k, records, rows, window = config.sampling.prompt.k, [], [], defaultdict(list)
     started = time.perf_counter()
-    for position, step in enumerate(steps):
-        n = (
-            batch
-            if iteration > 0
-            else min(batch, (sampling.warmup_lists - position * sampling.lists_per_step) * sampling.k)
-        )
-        if method == "random":
-            ids, texts = policy.random_prompts(n, generator=generator)
-        else:
-            ids, texts = policy.sample(
-                n, top_k=sampling.top_k, temperature=sampling.temperature, generator=generator
-            )
-        probs = task_model.class_probs(texts, train)
-        rewards = gap_reward(
-            probs, labels, reward.gap_positive, reward.gap_negative, reward.reward_fraction, generator
-        )
-        train_accuracies = accuracy(probs, labels)
-        for j, (text, reward, acc) in enumerate(
-            zip(texts, rewards.tolist(), train_accuracies.tolist(), strict=True)
-        ):
-            records.append(
-                {"step": step, "list": list_index + j // sampling.k, "prompt": text, "reward": reward,
-                 "train_accuracy": 100 * acc}
-            )  # fmt: skip
-            rewards_of[text].append(reward)
-            train_accuracy_of[text] = 100 * acc
-        list_index += n // sampling.k
-        evaluations += n
+    steps = _block_steps(config, iteration)
+    for position, (step, n) in enumerate(steps):
+        ids, texts = trainer.sample(n, generator)  # 1. prompts from the policy (random: uniform)
+        rewards, train_accuracy = trainer.score(texts, train, labels, generator)  # 2. gap reward: queries
+        for text, reward, acc in zip(texts, rewards.tolist(), train_accuracy.tolist(), strict=True):
+            records.append({"step": step, "list": len(records) // k, "prompt": text, "reward": reward,
+                            "train_accuracy": 100 * acc})  # fmt: skip
+            scored.add(text, reward, 100 * acc)
         window["reward"] += rewards.tolist()
-
-        if iteration > 0 and method in ("pgg", "seqpg"):
-            log_probs, entropy = policy.log_probs_and_entropy(ids)
-            alpha, normalize = config.policy.prompt.entropy_coef, config.policy.prompt.normalize_rewards
-            if method == "pgg":
-                with torch.no_grad():
-                    token_rewards = reward_model(ids, torch.ones_like(ids))
-                k, length = sampling.k, ids.shape[1]
-                scores = aggregate(
-                    token_rewards.view(-1, k, length),
-                    torch.ones(n // k, k, length, device=device),
-                    config.guidance.prompt.aggregation,
-                    config.guidance.prompt.tau,
+        if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
+            for key, value in trainer.update(ids, rewards).items():
+                window[key].append(value)
+        if position == len(steps) - 1 or (step > 0 and step % config.eval.prompt.log_every == 0):
+            best = scored.best()
+            if best not in dev_accuracy:
+                dev_accuracy[best] = (
+                    100 * accuracy(trainer.task_model.class_probs([best], dev), dev_labels).item()
                 )
-                correct, total = pairwise_accuracy(scores, rewards.view(-1, k))
-                window["guidance_correct"].append(correct)
-                window["guidance_pairs"].append(total)
-                weights = _z_score(token_rewards) if normalize else token_rewards
-                loss = token_guided_reinforce_loss(log_probs, entropy, weights, alpha)
-            else:
-                sequence_rewards = rewards / rewards.std().clamp(min=1e-8) if normalize else rewards
-                loss = bandit_reinforce_loss(log_probs, entropy, sequence_rewards, alpha)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            window["loss"].append(loss.item())
-            window["entropy"].append(entropy.mean().item())
-
-        if position == len(steps) - 1 or (step > 0 and step % settings.log_every == 0):
-            best = max(rewards_of, key=lambda p: sum(rewards_of[p]) / len(rewards_of[p]))
-            if best not in dev_accuracy_of:
-                dev_accuracy_of[best] = 100 * accuracy(task_model.class_probs([best], dev), dev_labels).item()
-            row = {
-                "step": step,
-                "evaluations": evaluations,
-                "reward/mean": sum(window["reward"]) / len(window["reward"]),
-                "reward/max": max(window["reward"]),
-                "best/train_reward": sum(rewards_of[best]) / len(rewards_of[best]),
-                "best/train_accuracy": train_accuracy_of[best],
-                "best/dev_accuracy": dev_accuracy_of[best],
-                "seconds/step": (time.perf_counter() - started) / (position + 1),
-                "best_prompt": best,
-            }
-            if window["entropy"]:
-                row["policy/entropy"] = sum(window["entropy"]) / len(window["entropy"])
-                row["policy/loss"] = sum(window["loss"]) / len(window["loss"])
-            if sum(window["guidance_pairs"]):
-                row["guidance/online_accuracy"] = sum(window["guidance_correct"]) / sum(
-                    window["guidance_pairs"]
-                )
-            rows.append(row)
+            rows.append(
+                _log_row(step, len(scored), window, scored, best, dev_accuracy[best], started, position)
+            )
             window = defaultdict(list)
-
     if method != "random":
-        policy.save_adaptor(out_dir / "adaptor.pt")
-        torch.save(optimizer.state_dict(), out_dir / "optimizer.pt")
+        trainer.save(out_dir)
     atomic_write_text(out_dir / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return rows
+
+
+def _log_row(step, evaluations, window, scored, best, dev_accuracy, started, position) -> dict:
+    """One log point: this window's rewards and updates, and the best prompt so far."""
+    row = {
+        "step": step,
+        "evaluations": evaluations,
+        "reward/mean": sum(window["reward"]) / len(window["reward"]),
+        "reward/max": max(window["reward"]),
+        "best/train_reward": scored.mean_reward(best),
+        "best/train_accuracy": scored.train_accuracy[best],
+        "best/dev_accuracy": dev_accuracy,
+        "seconds/step": (time.perf_counter() - started) / (position + 1),
+        "best_prompt": best,
+    }
+    if window["entropy"]:
+        row["policy/entropy"] = sum(window["entropy"]) / len(window["entropy"])
+        row["policy/loss"] = sum(window["loss"]) / len(window["loss"])
+    if sum(window["guidance_pairs"]):
+        row["guidance/online_accuracy"] = sum(window["guidance_correct"]) / sum(window["guidance_pairs"])
+    return row
 
 
 @task
@@ -441,82 +398,58 @@ def _log_rows(rows: list[dict]) -> None:
         mlflow.set_tag("best_prompt", rows[-1]["best_prompt"])
 
 
-def _guidance_metrics(report: dict) -> dict[str, float]:
-    keys = (
-        "val_pairwise_accuracy",
-        "val_kendall_tau",
-        "val_loss",
-        "chance_val_loss",
-        "train_loss",
-        "epochs_run",
-    )
-    return {f"guidance/{k}": float(report[k]) for k in keys if k in report and report[k] == report[k]}
+def _refit_due(method: str, iteration: int, guidance: Path | None, first_step: int, loop) -> bool:
+    """pgg refits before its first block of updates and before every block that starts before refit_until."""
+    return method == "pgg" and iteration > 0 and (guidance is None or first_step < loop.refit_until)
 
 
 @flow(name="prompt-search")
 def search_flow(config: Config, method: str) -> list[dict]:
-    """The search for one method (pgg, seqpg, random): warm-up, then blocks of refit_every steps."""
+    """The search for one method (pgg, seqpg, random): a warm-up block, then blocks of refit_every steps."""
     _check_method(method, SEARCH_METHODS)
+    _check_preference(config, method)
+    apply_runtime(config.runtime)
+    _embed(config)
+    schedule = config.loop.prompt
+    loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method))
+    tags = {"dataset": config.data.prompt.dataset, "data_seed": str(config.data.prompt.seed)}
+    start, guidance, history, rows, refits = None, None, [], [], []
+    with pipeline_run(config, TASK, method, extra_tags={**tags, "resumed_from": loop.previous_run_id}) as run:
+        loop.started(run)
+        for it in loop.iterations(0, schedule.iterations):  # block 0: warm-up lists, no update
+            first_step = max(it.number - 1, 0) * schedule.refit_every
+            if not it.done:  # resume: a complete block with the same inputs is kept as it is
+                it.restart()
+                report = None
+                if _refit_due(method, it.number, guidance, first_step, schedule):  # 1. fit token rewards
+                    report = fit_guidance(  # on the lists scored since the last fit
+                        history[-1], guidance, str(it.dir / "guidance"), config, it.number, first_step
+                    )
+                    guidance = it.dir / "guidance"
+                    if not report["learned"]:
+                        get_run_logger().warning(unlearned_guidance(report, it.number, TASK))
+                # 2-3. sample prompts, score them with the task model, update the policy on every step
+                block_rows = search_block(method, it.number, start, guidance, history, str(it.dir), config)
+                it.finish({"rows": block_rows, "guidance": report})
+            if it.state["guidance"]:
+                guidance = it.dir / "guidance"
+                refits.append({"step": first_step, **guidance_metrics(it.state["guidance"])})
+                mlflow.log_metrics(guidance_metrics(it.state["guidance"]), step=first_step)
+            _log_rows(it.state["rows"])
+            rows += it.state["rows"]
+            start, history = it.dir, [*history, it.dir / "prompts.jsonl"]
+        loop.write_curve(rows)
+        if method == "pgg":
+            loop.write_curve(refits, "guidance.json")
+    return rows
+
+
+def _check_preference(config: Config, method: str) -> None:
     if method == "pgg" and config.guidance.prompt.preference != "task":
         raise ValueError(
             f"guidance.prompt.preference is {config.guidance.prompt.preference!r}; the prompt task ranks "
             "prompts by the task model's gap reward, so set it to 'task'"
         )
-    apply_runtime(config.runtime)
-    _embed(config)
-    loop = config.loop.prompt
-    method_dir = runs_dir(config) / method
-    method_dir.mkdir(parents=True, exist_ok=True)
-    run_id_file = method_dir / "mlflow_run_id"
-    previous_run = run_id_file.read_text().strip() if run_id_file.exists() else None
-    fingerprint = _fingerprint(config, method)
-    tags = {"dataset": config.data.prompt.dataset, "data_seed": str(config.data.prompt.seed)}
-    rows: list[dict] = []
-    refits: list[dict] = []
-    start, guidance_dir, history = None, None, []
-
-    with pipeline_run(config, TASK, method, extra_tags={**tags, "resumed_from": previous_run or ""}) as run:
-        run_id_file.write_text(run.info.run_id)
-        for iteration in range(loop.iterations + 1):
-            fingerprint = content_hash(fingerprint, iteration)
-            iter_dir = method_dir / f"iter-{iteration}"
-            first_step = max(iteration - 1, 0) * loop.refit_every
-            if is_complete(iter_dir) and read_state(iter_dir).get("fingerprint") == fingerprint:
-                state = read_state(iter_dir)  # resume: this block is already done
-                if state.get("guidance"):
-                    guidance_dir = iter_dir / "guidance"
-                    refits.append({"step": first_step, **_guidance_metrics(state["guidance"])})
-                    mlflow.log_metrics(_guidance_metrics(state["guidance"]), step=first_step)
-            else:
-                shutil.rmtree(iter_dir, ignore_errors=True)
-                report = None
-                if (
-                    method == "pgg"
-                    and iteration > 0
-                    and (guidance_dir is None or first_step < loop.refit_until)
-                ):
-                    report = fit_guidance(
-                        history[-1], guidance_dir, str(iter_dir / "guidance"), config, iteration, first_step
-                    )
-                    guidance_dir = iter_dir / "guidance"
-                    if not report["learned"]:
-                        get_run_logger().warning(unlearned_guidance(report, iteration, TASK))
-                    refits.append({"step": first_step, **_guidance_metrics(report)})
-                    mlflow.log_metrics(_guidance_metrics(report), step=first_step)
-                block_rows = search_block(
-                    method, iteration, start, guidance_dir, history, str(iter_dir), config
-                )
-                state = {"fingerprint": fingerprint, "rows": block_rows, "guidance": report}
-                atomic_write_json(iter_dir / "state.json", state)
-            _log_rows(state["rows"])
-            rows += state["rows"]
-            start = iter_dir
-            history.append(iter_dir / "prompts.jsonl")
-        atomic_write_json(method_dir / "curve.json", rows)
-        mlflow.log_dict({"steps": rows}, "curve.json")
-        if method == "pgg":
-            atomic_write_json(method_dir / "guidance.json", refits)
-    return rows
 
 
 def _search_prompts(config: Config, method: str) -> list[dict]:
@@ -577,8 +510,7 @@ def evaluate_flow(config: Config, method: str) -> dict:
     metrics["n_test"] = len(_load_encoded(embedding_file(config, "test"), torch.device("cpu"))[1])
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
 
-    run_id_file = runs_dir(config) / method / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    run_id = run_id_of(runs_dir(config) / method)
     tags = {"dataset": dataset, "data_seed": str(config.data.prompt.seed)}
     with pipeline_run(config, TASK, method, run_id=run_id, extra_tags=None if run_id else tags):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if k != "n_test"})

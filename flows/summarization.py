@@ -1,5 +1,8 @@
 """Summarization recipes: warm start, the alternating guidance/policy loop and its baselines, evaluation.
 
+The loop is ``align_flow`` (Algorithm 1 of the paper, one method at a time). Tasks wire components
+together; the math is in components/ (policy_trainer, guidance_trainer, reference_rewards, ...).
+
 Layout under runs/summarization/ (DVC outputs):
   encoder_cache/{split}.pt          frozen-encoder states, shared by sampling, training and guidance
   warmstart/                        MLE warm start every method starts from
@@ -9,12 +12,11 @@ Layout under runs/summarization/ (DVC outputs):
   pgg/reference_states.pt           frozen reward-backbone states of the training references,
                                     computed at the first refit and reused by the later ones
 An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
-so a killed run resumes from its last complete iteration.
+so a killed run resumes from its last complete iteration (flows/resume.py).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -29,52 +31,47 @@ from components.encoder_cache import EncodedSources, encode_sources
 from components.guidance_trainer import GuidanceTrainer, token_rewards
 from components.lead_baseline import lead_summaries
 from components.models import ModelSpec, load_model, load_tokenizer
-from components.policy_trainer import PolicyTrainConfig, source_kwargs, train_policy
+from components.policy_trainer import rouge_reward, train_policy
 from components.preferences import RankedList, load_ranked_lists, make_preference, rank_candidates
+from components.reference_rewards import (
+    leading_weight,
+    reference_states,
+    reference_token_rewards,
+    reward_sources,
+    sample_guidance,
+)
 from components.reward_model import TokenRewardModel
-from components.rouge import compute_rouge, rouge_per_example
+from components.rouge import compute_rouge
 from components.seq2seq_policy import (
     encode_targets,
     freeze_encoder,
-    generate_greedy,
-    sample_k,
+    greedy_texts,
+    sample_lists,
+    special_ids,
     tokenize_sources,
 )
 from flows import reporting
-from flows.checkpoints import (
-    is_complete,
-    load_guidance,
-    load_policy,
-    read_state,
-    save_guidance,
-    save_policy,
-)
+from flows.checkpoints import is_complete, load_guidance, load_policy, save_guidance, save_policy
 from flows.common import (
     PhaseTimer,
     apply_runtime,
     atomic_write_json,
     content_cache,
     content_hash,
+    guidance_metrics,
     pick_device,
     seed_everything,
     unlearned_guidance,
 )
 from flows.config import Config
-from flows.distributed import (
-    Hardware,
-    hardware,
-    make_accelerator,
-    run_step,
-    task_runner,
-    write_once,
-)
+from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
 from flows.prepare import summarization_dir
+from flows.resume import ResumableLoop, run_id_of
 from flows.tracking import check_reachable, pipeline_run, tracking_uri
 
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
 PGG_POLICY_KEYS = ("wmle_weighting", "reinforce_coef", "entropy_coef")
-PREFERENCE_NAMES = {"rouge": "rouge", "embedding": "embedding", "meteor": "meteor"}
 
 
 def runs_dir(config: Config) -> Path:
@@ -95,27 +92,13 @@ def cache_file(config: Config, split: str) -> Path | None:
     return runs_dir(config) / "encoder_cache" / f"{split}.pt"
 
 
-def _load_sources(config: Config, split: str, tokenizer) -> EncodedSources | dict:
-    """Cached encoder states when the encoder is frozen, else token ids for a live encoder."""
-    cached = cache_file(config, split)
-    if cached is not None:
-        return EncodedSources.load(cached)
-    examples = data.read_summaries(split_file(config, split))
-    return dict(
-        tokenize_sources(
-            tokenizer,
-            [e.source for e in examples],
-            config.sampling.summarization.max_source_tokens,
-            config.models.summarization.source_prefix,
-        )
-    )
-
-
-def length_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Positions ``0..len(lengths)-1`` in batches of similar length (longest first), so a batch pads
-    to its own longest source instead of the split's; generation pays for padding at every token."""
-    order = torch.argsort(torch.as_tensor(lengths), descending=True, stable=True)
-    return list(order.split(batch_size))
+def _sources(examples, encoder_cache: Path | None, tokenizer, models, sampling) -> EncodedSources | dict:
+    """A split's sources as the policy reads them: cached encoder states when the encoder is frozen,
+    else token ids for the live encoder."""
+    if encoder_cache is not None:
+        return EncodedSources.load(encoder_cache)
+    texts = [e.source for e in examples]
+    return dict(tokenize_sources(tokenizer, texts, sampling.max_source_tokens, models.source_prefix))
 
 
 def _progress(label: str, total: int, every: int = 25):
@@ -131,27 +114,9 @@ def _progress(label: str, total: int, every: int = 25):
     return report
 
 
-def _train_config(config: Config, method: str, steps: int, lr: float, seed: int) -> PolicyTrainConfig:
-    policy, sampling = config.policy.summarization, config.sampling.summarization
-    return PolicyTrainConfig(
-        method=method,
-        steps=steps,
-        lr=lr,
-        warmup_steps=policy.warmup_steps,
-        batch_size=policy.batch_size,
-        grad_accumulation=policy.grad_accumulation,
-        grad_clip=policy.grad_clip,
-        reinforce_coef=policy.seqpg_coef if method == "seqpg" else policy.reinforce_coef,
-        entropy_coef=policy.entropy_coef if method == "pgg" else 0.0,
-        wmle_weighting=policy.wmle_weighting,
-        sampled_articles=policy.sampled_articles,
-        k=sampling.k,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        temperature=sampling.temperature,
-        max_new_tokens=sampling.max_target_tokens,
-        seed=seed,
-    )
+def _step_log(label: str, total: int):
+    """Progress lines inside a Prefect task run; quiet outside one (a data-parallel step's processes)."""
+    return _progress(label, total) if TaskRunContext.get() is not None else None
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -180,51 +145,20 @@ def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     ),
     persist_result=True,
 )
+@data_parallel
 def warm_start(
-    train_path: Path,
-    encoder_cache: Path | None,
-    out: str,
-    models,
-    policy,
-    sampling,
-    seed: int,
-    hw: Hardware = Hardware(),
+    train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int, hw: Hardware
 ) -> Path:
     """MLE fine-tuning from the pretrained weights: the shared starting point of every method."""
-    kwargs = dict(
-        train_path=train_path, encoder_cache=encoder_cache, out=out, models=models, policy=policy,
-        sampling=sampling, seed=seed, hw=hw,
-    )  # fmt: skip
-    return run_step(_warm_start, kwargs, hw.processes)
-
-
-def _warm_start(train_path, encoder_cache, out, models, policy, sampling, seed, hw) -> Path:
     seed_everything(seed)
     accelerator = make_accelerator(hw)
     tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
     if models.freeze_encoder:
         freeze_encoder(model)
     examples = data.read_summaries(train_path)
-    sources = (
-        EncodedSources.load(encoder_cache)
-        if encoder_cache
-        else dict(
-            tokenize_sources(
-                tokenizer, [e.source for e in examples], sampling.max_source_tokens, models.source_prefix
-            )
-        )
-    )
+    sources = _sources(examples, encoder_cache, tokenizer, models, sampling)
     labels, mask = encode_targets(tokenizer, [e.target for e in examples], sampling.max_target_tokens, model)
-    train_cfg = PolicyTrainConfig(
-        method="mle",
-        steps=policy.warmstart_steps,
-        lr=policy.warmstart_lr,
-        warmup_steps=policy.warmup_steps,
-        batch_size=policy.batch_size,
-        grad_accumulation=policy.grad_accumulation,
-        grad_clip=policy.grad_clip,
-        seed=seed,
-    )
+    train_cfg = policy.train_config("mle", policy.warmstart_steps, policy.warmstart_lr, seed, sampling)
     history = train_policy(
         model, tokenizer, sources, labels, mask, train_cfg, on_step=_step_log("warm start", train_cfg.steps),
         accelerator=accelerator,
@@ -239,13 +173,10 @@ def _warm_start(train_path, encoder_cache, out, models, policy, sampling, seed, 
     return Path(out)
 
 
-def _step_log(label: str, total: int):
-    """Progress lines inside a Prefect task run; quiet outside one (a data-parallel step's processes)."""
-    return _progress(label, total) if TaskRunContext.get() is not None else None
-
-
 @task(
-    cache_policy=content_cache("seq2seq_policy.py", "preferences.py", "rouge.py", "data.py"),
+    cache_policy=content_cache(
+        "seq2seq_policy.py", "preferences.py", "rouge.py", "data.py", "encoder_cache.py"
+    ),
     persist_result=True,
     task_run_name="sample-and-rank-iter{iteration}",
 )
@@ -253,9 +184,9 @@ def sample_and_rank(
     policy_dir: Path,
     train_path: Path,
     encoder_cache: Path | None,
+    models,
     sampling,
     guidance,
-    frozen: bool,
     seed: int,
     iteration: int,
     device: str = "cpu",
@@ -263,44 +194,17 @@ def sample_and_rank(
     """K samples per article from the current policy, scored by the sequence-level preference."""
     if guidance.preference == "rankings":
         return load_ranked_lists(guidance.rankings_file)
-    tokenizer, model = load_policy(policy_dir, frozen, device=pick_device(device))
+    tokenizer, model = load_policy(policy_dir, models.freeze_encoder, device=pick_device(device))
     examples = data.read_summaries(train_path)
     generator = torch.Generator().manual_seed(seed * 1000 + iteration)
     chosen = torch.randperm(len(examples), generator=generator)[: sampling.articles_per_iteration]
-    sources = EncodedSources.load(encoder_cache) if encoder_cache else None
-    lengths = (
-        sources.attention_mask[chosen].sum(dim=1)
-        if sources is not None
-        else torch.tensor([len(examples[int(i)].source) for i in chosen])
-    )
-    by_chunk: dict[int, list[list[str]]] = {}
-    for start, positions in enumerate(length_batches(lengths, 32)):
-        rows = chosen[positions]
-        if sources is not None:
-            part = sources.select(rows)
-            kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
-        else:
-            kwargs = dict(
-                tokenize_sources(
-                    tokenizer, [examples[int(i)].source for i in rows], sampling.max_source_tokens
-                )
-            )
-        out = sample_k(
-            model,
-            tokenizer,
-            **kwargs,
-            k=sampling.k,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            temperature=sampling.temperature,
-            max_new_tokens=sampling.max_target_tokens,
-            seed=seed * 1000 + iteration * 100 + start,
-        )
-        groups = [out.texts[j : j + sampling.k] for j in range(0, len(out.texts), sampling.k)]
-        by_chunk.update(zip(positions.tolist(), groups, strict=True))
-    candidates = [by_chunk[position] for position in range(len(chosen))]
+    candidates = sample_lists(
+        model, tokenizer, _sources(examples, encoder_cache, tokenizer, models, sampling), chosen,
+        k=sampling.k, seed=seed * 1000 + iteration * 100, top_k=sampling.top_k, top_p=sampling.top_p,
+        temperature=sampling.temperature, max_new_tokens=sampling.max_target_tokens,
+    )  # fmt: skip
     picked = [examples[int(i)] for i in chosen]
-    preference = make_preference(PREFERENCE_NAMES[guidance.preference])
+    preference = make_preference(guidance.preference)
     return rank_candidates(preference, [e.source for e in picked], candidates, [e.target for e in picked])
 
 
@@ -323,6 +227,7 @@ def _reward_model(models, guidance, previous: Path | None):
 
 
 @task(task_run_name="fit-guidance-iter{iteration}")
+@data_parallel
 def fit_guidance(
     lists: list[RankedList],
     previous: Path | None,
@@ -332,30 +237,17 @@ def fit_guidance(
     sampling,
     seed: int,
     iteration: int,
-    hw: Hardware = Hardware(),
+    hw: Hardware,
 ) -> dict:
     """Learn token rewards whose aggregate orders each list of K like the preference does."""
-    kwargs = dict(
-        lists=lists, previous=previous, out=out, models=models, guidance=guidance, sampling=sampling,
-        seed=seed, iteration=iteration, hw=hw,
-    )  # fmt: skip
-    return run_step(_fit_guidance, kwargs, hw.processes)
-
-
-def _fit_guidance(lists, previous, out, models, guidance, sampling, seed, iteration, hw) -> dict:
     tokenizer, model = _reward_model(models, guidance, previous)
     accelerator = make_accelerator(hw)
-    trainer = GuidanceTrainer(
-        model,
-        tokenizer,
-        guidance.trainer_config(
-            seed=seed * 1000 + iteration,
-            max_length=sampling.max_target_tokens,
-            max_source_length=sampling.max_source_tokens,
-        ),
-        accelerator=accelerator,
+    settings = guidance.trainer_config(
+        seed=seed * 1000 + iteration,
+        max_length=sampling.max_target_tokens,
+        max_source_length=sampling.max_source_tokens,
     )
-    report = trainer.fit(lists).as_dict()
+    report = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(lists).as_dict()
     write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report
 
@@ -387,56 +279,7 @@ def _sample_rows(lists: list[RankedList], n_lists: int = 20) -> list[dict]:
     ]
 
 
-def _eos_and_body(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position of each reference's eos token, and the mask without it (the guidance never saw eos)."""
-    eos_position = mask.sum(dim=1).long() - 1
-    body_mask = mask.clone()
-    body_mask[torch.arange(len(mask)), eos_position] = 0
-    return eos_position, body_mask
-
-
-@torch.no_grad()
-def reference_states(reward_model, labels, mask, sources, chunk: int = 64) -> torch.Tensor:
-    """Reward-backbone states ``[N, T, H]`` (fp16) of every reference token but eos."""
-    _, body_mask = _eos_and_body(mask)
-    device = next(reward_model.parameters()).device
-    parts = []
-    for start in range(0, len(labels), chunk):
-        rows = torch.arange(start, min(start + chunk, len(labels)))
-        kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
-        hidden = reward_model.token_hidden_states(
-            labels[rows].to(device), body_mask[rows].long().to(device), **kwargs
-        )
-        parts.append(hidden.to("cpu", torch.float16))
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def reference_token_rewards(
-    reward_model, labels, mask, sources, chunk: int = 64, states=None
-) -> torch.Tensor:
-    """Guidance rewards r_t for every reference token. The eos token, which the guidance never sees
-    in training, gets its sequence's mean reward. ``states`` (from ``reference_states``) skip the
-    backbone: a frozen one gives the same states at every refit, only the head changes."""
-    eos_position, body_mask = _eos_and_body(mask)
-    out = torch.zeros_like(mask)
-    device = next(reward_model.parameters()).device
-    for start in range(0, len(labels), chunk):
-        rows = torch.arange(start, min(start + chunk, len(labels)))
-        row_mask = body_mask[rows].long().to(device)
-        if states is not None:
-            rewards = reward_model.rewards_from_hidden(states[rows].to(device), row_mask)
-        else:
-            kwargs = {key: value.to(device) for key, value in _reward_source_kwargs(sources, rows).items()}
-            rewards = reward_model(labels[rows].to(device), row_mask, **kwargs)
-        rewards = rewards.float().cpu()
-        mean = rewards.sum(dim=1) / body_mask[rows].sum(dim=1).clamp(min=1)
-        rewards[torch.arange(len(rows)), eos_position[rows]] = mean
-        out[rows] = rewards * mask[rows]
-    return out
-
-
-def _cached_reference_states(config: Config, reward_model, labels, mask, reward_sources, save: bool):
+def _cached_reference_states(config: Config, reward_model, labels, mask, readings, save: bool):
     """The frozen reward backbone's reference states, computed at the first refit of a run and read
     back at the next ones (the backbone pass over every reference is most of a refit's cost)."""
     models, sampling = config.models.summarization, config.sampling.summarization
@@ -452,7 +295,7 @@ def _cached_reference_states(config: Config, reward_model, labels, mask, reward_
                 return cached["states"]
         except Exception:  # a damaged cache is recomputed, never trusted
             pass
-    states = reference_states(reward_model, labels, mask, reward_sources)
+    states = reference_states(reward_model, labels, mask, readings)
     if save:  # one writer when data parallel; the other processes computed the same states
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"key": key, "states": states}, tmp)
@@ -460,25 +303,8 @@ def _cached_reference_states(config: Config, reward_model, labels, mask, reward_
     return states
 
 
-def _reward_sources(config: Config, reward_model, examples, policy_sources) -> EncodedSources | dict:
-    """The articles as the reward model reads them. A seq2seq one shares the policy's (cached) encoder
-    input; a single-stack one reads the article's own tokens, as the guidance fit tokenized them."""
-    if reward_model.kind == "seq2seq":
-        return policy_sources
-    tokenizer = load_tokenizer(config.models.summarization.reward_backbone)
-    max_tokens = config.sampling.summarization.max_source_tokens
-    return dict(tokenize_sources(tokenizer, [e.source for e in examples], max_tokens))
-
-
-def _reward_source_kwargs(sources, rows) -> dict:
-    if isinstance(sources, EncodedSources):
-        part = sources.select(rows)
-        return {"encoder_hidden_states": part.hidden.float(), "source_attention_mask": part.attention_mask}
-    mask = sources["attention_mask"][rows]
-    return {"source_ids": sources["input_ids"][rows], "source_attention_mask": mask}
-
-
 @task(task_run_name="train-{method}-iter{iteration}")
+@data_parallel
 def train_iteration(
     method: str,
     iteration: int,
@@ -487,71 +313,43 @@ def train_iteration(
     out: Path,
     config: Config,
     steps: int,
+    hw: Hardware,
 ) -> dict:
     """``steps`` policy updates of ``method`` from ``start_policy``; saves the new policy to ``out``."""
-    kwargs = dict(
-        method=method, iteration=iteration, start_policy=start_policy, guidance_dir=guidance_dir, out=out,
-        config=config, steps=steps,
-    )  # fmt: skip
-    return run_step(_train_iteration, kwargs, config.runtime.processes)
-
-
-def _train_iteration(method, iteration, start_policy, guidance_dir, out, config: Config, steps) -> dict:
-    accelerator = make_accelerator(hardware(config.runtime))
-    frozen = config.models.summarization.freeze_encoder
-    tokenizer, model = load_policy(start_policy, frozen)
+    accelerator = make_accelerator(hw)
+    models, sampling = config.models.summarization, config.sampling.summarization
+    tokenizer, model = load_policy(start_policy, models.freeze_encoder)
     examples = data.read_summaries(split_file(config, "train"))
-    sources = _load_sources(config, "train", tokenizer)
-    labels, mask = encode_targets(
-        tokenizer, [e.target for e in examples], config.sampling.summarization.max_target_tokens, model
-    )
-    seed = config.runtime.seed * 1000 + iteration
-    token_rewards, guidance_fn, first_weights = None, None, float("nan")
-    if method == "pgg":
+    sources = _sources(examples, cache_file(config, "train"), tokenizer, models, sampling)
+    labels, mask = encode_targets(tokenizer, [e.target for e in examples], sampling.max_target_tokens, model)
+    rewards, guidance, first_weight = None, None, float("nan")
+    if method == "pgg":  # the guidance read off every reference (the WMLE weights) and, if asked, samples
         reward_model = load_guidance(guidance_dir, freeze_backbone=True, device=accelerator.device)
-        reward_sources = _reward_sources(config, reward_model, examples, sources)
+        readings = reward_sources(
+            reward_model, load_tokenizer(models.reward_backbone), [e.source for e in examples], sources,
+            sampling.max_source_tokens,
+        )  # fmt: skip
         states = None
         if config.guidance.summarization.freeze_backbone:
             states = _cached_reference_states(
-                config, reward_model, labels, mask, reward_sources, accelerator.is_main_process
+                config, reward_model, labels, mask, readings, accelerator.is_main_process
             )
-        token_rewards = reference_token_rewards(reward_model, labels, mask, reward_sources, states=states)
-        weights = token_rewards / token_rewards.sum(dim=1, keepdim=True).clamp(min=1e-12)
-        first_weights = float(weights[:, :3].mean())
-
-        def guidance_fn(sample_labels, sample_mask, rows):
-            device = accelerator.device
-            kwargs = _reward_source_kwargs(reward_sources, rows)
-            return reward_model(
-                sample_labels.to(device),
-                sample_mask.long().to(device),
-                **{key: value.to(device) for key, value in kwargs.items()},
-            )
-
-    def rouge_reward(texts: list[str], refs: list[str]) -> torch.Tensor:
-        scores = rouge_per_example(texts, refs)
-        return torch.tensor([(s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3 for s in scores])
-
-    lr = config.policy.summarization.lr
+        rewards = reference_token_rewards(reward_model, labels, mask, readings, states=states)
+        first_weight = leading_weight(rewards, mask)
+        guidance = sample_guidance(reward_model, readings, special_ids(model)[1], accelerator.device)
+    policy = config.policy.summarization
     history = train_policy(
-        model,
-        tokenizer,
-        sources,
-        labels,
-        mask,
-        _train_config(config, method, steps, lr, seed),
-        token_rewards=token_rewards,
-        references=[e.target for e in examples],
-        sequence_reward=rouge_reward,
-        guidance=guidance_fn,
-        on_step=_step_log(f"{method} iteration {iteration}", steps),
-        accelerator=accelerator,
-    )
+        model, tokenizer, sources, labels, mask,
+        policy.train_config(method, steps, policy.lr, config.runtime.seed * 1000 + iteration, sampling),
+        token_rewards=rewards, references=[e.target for e in examples], sequence_reward=rouge_reward,
+        guidance=guidance, on_step=_step_log(f"{method} iteration {iteration}", steps), accelerator=accelerator,
+    )  # fmt: skip
     stats = {
-        "policy_loss": sum(h["loss"] for h in history) / max(len(history), 1),
-        "first_token_weight": first_weights,
+        "policy/loss": sum(h["loss"] for h in history) / max(len(history), 1),
         "seconds_per_step": sum(h["seconds"] for h in history) / max(len(history), 1),
     }
+    if method == "pgg":
+        stats["policy/first_token_weight"] = first_weight
     write_once(
         accelerator,
         lambda: save_policy(model, tokenizer, out, {"method": method, "iteration": iteration, **stats}),
@@ -562,25 +360,18 @@ def _train_iteration(method, iteration, start_policy, guidance_dir, out, config:
 @task(task_run_name="evaluate-{split}")
 def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: int = 8) -> dict:
     """Greedy decoding on a split; ROUGE-1/2/L/Lsum F1 in percent plus a few example outputs."""
-    frozen = config.models.summarization.freeze_encoder
-    tokenizer, model = load_policy(policy_dir, frozen, device=pick_device(config.runtime.device))
+    models, sampling = config.models.summarization, config.sampling.summarization
+    tokenizer, model = load_policy(
+        policy_dir, models.freeze_encoder, device=pick_device(config.runtime.device)
+    )
     examples = data.read_summaries(split_file(config, split))
     limit = config.eval.summarization.max_examples
     examples = examples[:limit] if limit else examples
-    sources = _load_sources(config, split, tokenizer)
-    lengths = sources.attention_mask if isinstance(sources, EncodedSources) else sources["attention_mask"]
-    by_row: dict[int, str] = {}
-    for rows in length_batches(lengths[: len(examples)].sum(dim=1), config.eval.summarization.batch_size):
-        if isinstance(sources, EncodedSources):
-            part = sources.select(rows)
-            kwargs = {"attention_mask": part.attention_mask, "encoder_hidden": part.hidden}
-        else:
-            kwargs = source_kwargs(sources, rows)  # token ids, trimmed to the batch's longest source
-        texts = generate_greedy(
-            model, tokenizer, **kwargs, max_new_tokens=config.sampling.summarization.max_target_tokens
-        ).texts
-        by_row.update(zip(rows.tolist(), texts, strict=True))
-    predictions = [by_row[row] for row in range(len(examples))]
+    sources = _sources(examples, cache_file(config, split), tokenizer, models, sampling)
+    predictions = greedy_texts(
+        model, tokenizer, sources, len(examples), config.eval.summarization.batch_size,
+        sampling.max_target_tokens,
+    )  # fmt: skip
     scores = {k: 100 * v for k, v in compute_rouge(predictions, [e.target for e in examples]).items()}
     samples = [
         {"id": e.id, "reference": e.target, "prediction": p}
@@ -636,129 +427,120 @@ def _fingerprint(config: Config, method: str, warm: Path) -> str:
     return content_hash(method, config.runtime.seed, weights, *sections)
 
 
+def _warm_start_on_disk(config: Config) -> Path:
+    """The warm start is the align stage's input (DVC made it in the stage before); build it only when
+    it is missing, so a code edit elsewhere never silently redoes it under this stage."""
+    warm = runs_dir(config) / "warmstart"
+    return warm if is_complete(warm) else warmstart_flow(config)
+
+
+def _refit_due(method: str, guidance: Path | None, first_step: int, loop) -> bool:
+    """pgg refits before the first block and before every block that starts before refit_until."""
+    return method == "pgg" and (guidance is None or first_step < loop.refit_until)
+
+
+def _show_guidance(config: Config, guidance: Path, lists: list[RankedList], iteration: int, report: dict):
+    """The picture of the method, to MLflow: what the new guidance rewards, and the sampled lists."""
+    shown = sample_token_rewards(
+        guidance, lists, config.models.summarization, config.sampling.summarization, iteration
+    )
+    reporting.log_token_heatmap(
+        shown, f"iter-{iteration}", f"{TASK} · token rewards after guidance refit {iteration}"
+    )
+    reporting.log_sample_table(_sample_rows(lists), f"iter-{iteration}")
+    if not report["learned"]:
+        get_run_logger().warning(unlearned_guidance(report, iteration, TASK))
+    mean_score = sum(sum(x.scores) / len(x.scores) for x in lists) / len(lists)
+    return {"preference/mean_score": mean_score, **guidance_metrics(report)}
+
+
+def _register_policy(config: Config, policy: Path) -> None:
+    sampling = config.sampling.summarization
+    reporting.log_policy_model(
+        policy,
+        Path(__file__).with_name("policy_model.py"),
+        registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
+        model_config={
+            "max_source_tokens": sampling.max_source_tokens,
+            "max_new_tokens": sampling.max_target_tokens,
+            "source_prefix": config.models.summarization.source_prefix,
+        },
+    )
+
+
+def _sample(config: Config, policy: Path, iteration: int) -> list[RankedList]:
+    return sample_and_rank.with_options(refresh_cache=False)(
+        policy, split_file(config, "train"), cache_file(config, "train"), config.models.summarization,
+        config.sampling.summarization, config.guidance.summarization, config.runtime.seed, iteration,
+        config.runtime.device,
+    )  # fmt: skip
+
+
+def _fit(config: Config, lists: list[RankedList], previous: Path | None, it) -> dict:
+    return fit_guidance(
+        lists, previous, it.dir / "guidance", config.models.summarization, config.guidance.summarization,
+        config.sampling.summarization, config.runtime.seed, it.number, hardware(config.runtime),
+    )  # fmt: skip
+
+
+def _train(config: Config, method: str, it, policy: Path, guidance: Path | None) -> dict:
+    schedule = config.loop.summarization
+    first_step = (it.number - 1) * schedule.refit_every
+    steps = min(schedule.refit_every, schedule.policy_steps - first_step)
+    return train_iteration(
+        method, it.number, policy, guidance, it.dir / "policy", config, steps, hardware(config.runtime)
+    )
+
+
+def _metrics(row: dict, stats: dict, evaluation: dict, timer: PhaseTimer) -> dict[str, float]:
+    """One iteration's metrics: guidance fit, policy training, validation ROUGE, seconds per phase."""
+    row = {**row, **{k: v for k, v in stats.items() if k.startswith("policy/")}}
+    row |= {f"val/{k}": v for k, v in evaluation["rouge"].items()}
+    row |= {f"seconds/{k}": v for k, v in timer.seconds.items()}
+    return {k: float(v) for k, v in row.items() if v == v}  # NaN dropped
+
+
 @flow(name="summarization-align")
 def align_flow(config: Config, method: str) -> list[dict]:
-    """The loop for one method. pgg: sample -> rank -> fit guidance -> weighted MLE -> evaluate."""
+    """Algorithm 1 for one method (pgg; the baselines mle and seqpg skip steps 1-2)."""
     check_reachable(tracking_uri(config))  # before any training, not after the warm start
     apply_runtime(config.runtime)
-    # The warm start on disk is the align stage's input (DVC made it in the stage before); build it
-    # only when it is missing, so a code edit elsewhere never silently redoes it under this stage.
-    warm = runs_dir(config) / "warmstart"
-    if not is_complete(warm):
-        warm = warmstart_flow(config)
-    loop = config.loop.summarization
-    method_dir = runs_dir(config) / method
-    method_dir.mkdir(parents=True, exist_ok=True)
-    run_id_file = method_dir / "mlflow_run_id"
-    previous_run = run_id_file.read_text().strip() if run_id_file.exists() else None
-    fingerprint = _fingerprint(config, method, warm)
-    frozen = config.models.summarization.freeze_encoder
-    rows: list[dict] = []
-    policy_dir, guidance_dir = warm, None
-
-    with pipeline_run(config, TASK, method, extra_tags={"resumed_from": previous_run or ""}) as run:
-        run_id_file.write_text(run.info.run_id)
-        for iteration in range(1, loop.iterations + 1):
-            fingerprint = content_hash(fingerprint, iteration)
-            iter_dir = method_dir / f"iter-{iteration}"
-            if is_complete(iter_dir) and read_state(iter_dir).get("fingerprint") == fingerprint:
-                row = read_state(iter_dir)["metrics"]  # resume: this iteration is already done
-                policy_dir = iter_dir / "policy"
-                guidance_dir = iter_dir / "guidance" if (iter_dir / "guidance").exists() else guidance_dir
-                rows.append(row)
-                mlflow.log_metrics(row, step=iteration)
-                continue
-            shutil.rmtree(iter_dir, ignore_errors=True)
-            timer = PhaseTimer()
-            row: dict[str, float] = {}
-            first_step = (iteration - 1) * loop.refit_every
-            if method == "pgg" and (guidance_dir is None or first_step < loop.refit_until):
-                with timer.phase("sample"):
-                    lists = sample_and_rank.with_options(refresh_cache=False)(
-                        policy_dir,
-                        split_file(config, "train"),
-                        cache_file(config, "train"),
-                        config.sampling.summarization,
-                        config.guidance.summarization,
-                        frozen,
-                        config.runtime.seed,
-                        iteration,
-                        config.runtime.device,
-                    )
-                    row["preference/mean_score"] = sum(sum(x.scores) / len(x.scores) for x in lists) / len(
-                        lists
-                    )
-                with timer.phase("guidance"):
-                    report = fit_guidance(
-                        lists,
-                        guidance_dir,
-                        iter_dir / "guidance",
-                        config.models.summarization,
-                        config.guidance.summarization,
-                        config.sampling.summarization,
-                        config.runtime.seed,
-                        iteration,
-                        hardware(config.runtime),
-                    )
-                guidance_dir = iter_dir / "guidance"
-                with timer.phase("report"):  # the picture of the method: what the new guidance rewards
-                    shown = sample_token_rewards(
-                        guidance_dir,
-                        lists,
-                        config.models.summarization,
-                        config.sampling.summarization,
-                        iteration,
-                    )
-                    reporting.log_token_heatmap(
-                        shown, f"iter-{iteration}", f"{TASK} · token rewards after guidance refit {iteration}"
-                    )
-                    reporting.log_sample_table(_sample_rows(lists), f"iter-{iteration}")
-                row.update(
-                    {
-                        "guidance/train_loss": report["train_loss"],
-                        "guidance/val_loss": report["val_loss"],
-                        "guidance/pairwise_accuracy": report["val_pairwise_accuracy"],
-                        "guidance/kendall_tau": report["val_kendall_tau"],
-                        "guidance/chance_val_loss": report["chance_val_loss"],
-                        "guidance/tied_lists_dropped": report["n_tied_dropped"],
-                    }
-                )
-                if not report["learned"]:
-                    get_run_logger().warning(unlearned_guidance(report, iteration, "summarization"))
-            steps = min(loop.refit_every, loop.policy_steps - first_step)
-            with timer.phase("train"):
-                stats = train_iteration(
-                    method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps
-                )
-            policy_dir = iter_dir / "policy"
-            with timer.phase("evaluate"):
-                evaluation = evaluate_policy(policy_dir, "validation", config)
-            row["policy/loss"] = stats["policy_loss"]
-            if method == "pgg":
-                row["policy/first_token_weight"] = stats["first_token_weight"]
-            row.update({f"val/{k}": v for k, v in evaluation["rouge"].items()})
-            row.update({f"seconds/{k}": v for k, v in timer.seconds.items()})
-            row = {k: float(v) for k, v in row.items() if v == v}  # drop NaN
-            mlflow.log_metrics(row, step=iteration)
-            atomic_write_json(iter_dir / "state.json", {"fingerprint": fingerprint, "metrics": row})
-            rows.append(row)
-        curve = [{"iteration": i + 1, **r} for i, r in enumerate(rows)]
-        atomic_write_json(method_dir / "curve.json", curve)
-        mlflow.log_dict({"iterations": curve}, "curve.json")
-        reporting.log_learning_curves({method: curve}, f"{TASK} · {method}")
-        if method == "pgg" and config.tracking.register_models:
-            sampling = config.sampling.summarization
-            reporting.log_policy_model(
-                policy_dir,
-                Path(__file__).with_name("policy_model.py"),
-                registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
-                model_config={
-                    "max_source_tokens": sampling.max_source_tokens,
-                    "max_new_tokens": sampling.max_target_tokens,
-                    "source_prefix": config.models.summarization.source_prefix,
-                },
-            )
+    warm, schedule = _warm_start_on_disk(config), config.loop.summarization
+    loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method, warm))
+    policy, guidance, rows = warm, None, []
+    with pipeline_run(config, TASK, method, extra_tags={"resumed_from": loop.previous_run_id}) as run:
+        loop.started(run)
+        for it in loop.iterations(1, schedule.iterations):  # an iteration: refit_every policy steps
+            if not it.done:  # resume: a complete iteration with the same inputs is kept as it is
+                it.restart()
+                row, timer = {}, PhaseTimer()
+                if _refit_due(method, guidance, (it.number - 1) * schedule.refit_every, schedule):
+                    with timer.phase("sample"):  # 1. K summaries per article, ranked by the preference
+                        lists = _sample(config, policy, it.number)
+                    with timer.phase("guidance"):  # 2. token rewards whose aggregate orders each list
+                        report, guidance = _fit(config, lists, guidance, it), it.dir / "guidance"
+                    with timer.phase("report"):  # what the new guidance rewards, to MLflow
+                        row = _show_guidance(config, guidance, lists, it.number, report)
+                with timer.phase("train"):  # 3. improve the LM: weighted MLE with r_t (pgg), MLE, seqpg
+                    stats = _train(config, method, it, policy, guidance)
+                with timer.phase("evaluate"):  # 4. greedy ROUGE on the validation split
+                    evaluation = evaluate_policy(it.dir / "policy", "validation", config)
+                it.finish({"metrics": _metrics(row, stats, evaluation, timer)})
+            policy = it.dir / "policy"
+            guidance = it.dir / "guidance" if (it.dir / "guidance").exists() else guidance
+            rows.append(it.state["metrics"])
+            mlflow.log_metrics(rows[-1], step=it.number)
+        _finish(config, method, loop, rows, policy)
     return rows
+
+
+def _finish(config: Config, method: str, loop: ResumableLoop, rows: list[dict], policy: Path) -> None:
+    """Learning curves for `dvc plots` and MLflow; pgg's final policy registered as a model."""
+    curve = [{"iteration": i + 1, **r} for i, r in enumerate(rows)]
+    loop.write_curve(curve)
+    reporting.log_learning_curves({method: curve}, f"{TASK} · {method}")
+    if method == "pgg" and config.tracking.register_models:
+        _register_policy(config, policy)
 
 
 def final_policy(config: Config, method: str) -> Path:
@@ -798,9 +580,7 @@ def evaluate_flow(config: Config, method: str, evaluation: dict | None = None) -
     metrics = {f"test_{key}": round(value, 3) for key, value in result["rouge"].items()}
     metrics["n_test"] = result["n"]
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
-    run_id_file = runs_dir(config) / method / "mlflow_run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-    with pipeline_run(config, TASK, method, run_id=run_id):
+    with pipeline_run(config, TASK, method, run_id=run_id_of(runs_dir(config) / method)):
         mlflow.log_metrics({k: v for k, v in metrics.items() if k != "n_test"})
         if result["samples"]:
             mlflow.log_table(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,9 @@ def merge(base: dict, update: dict) -> dict:
     """``update`` laid over ``base``, section by section (a new dict; lists and values replace)."""
     out = dict(base)
     for key, value in update.items():
-        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return out
 
 
@@ -58,3 +62,32 @@ def write_params(folder: Path, text: str = "") -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(merge(base, yaml.safe_load(text) or {}), sort_keys=False))
     return path
+
+
+def params_config(overrides: dict | None = None):
+    """params.yaml (the project's defaults) with dotted ``overrides``, validated."""
+    from flows.config import load_params
+
+    return load_params(write_params(Path(tempfile.mkdtemp(prefix="pgg-params-"))), overrides)
+
+
+def guidance_config(**fields):
+    """The guidance trainer's config from params.yaml's guidance.summarization, with ``fields`` replaced."""
+    section = params_config().guidance.summarization
+    return dataclasses.replace(
+        section.trainer_config(seed=0, max_length=128, max_source_length=512), **fields
+    )
+
+
+def policy_config(method: str = "mle", **fields):
+    """The policy trainer's config of ``method`` from params.yaml's policy and sampling sections, with
+    ``fields`` replaced. params.yaml samples 8 articles per step; small test batches set their own."""
+    config = params_config()
+    policy, sampling = config.policy.summarization, config.sampling.summarization
+    base = policy.train_config(method, config.loop.summarization.policy_steps, policy.lr, 0, sampling)
+    if (
+        fields.get("batch_size", base.batch_size) < (base.sampled_articles or 0)
+        and "sampled_articles" not in fields
+    ):
+        fields["sampled_articles"] = None
+    return dataclasses.replace(base, **fields)

@@ -14,19 +14,21 @@ from pathlib import Path
 import torch
 
 from components.encoder_cache import encode_sources
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_model
-from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.policy_trainer import train_policy
 from components.preferences import RankedList
 from components.reward_model import TokenRewardModel
 from components.seq2seq_policy import encode_targets, freeze_encoder
+from flows.distributed import Hardware, data_parallel, make_accelerator, write_once
+from tests.conftest import guidance_config, policy_config
 
 WORDS = ("stock", "bond", "gold", "oil", "tech", "bank", "car", "food")
 ARTICLES = [f"the {w} market rose sharply on monday as traders bought {w} shares" for w in WORDS]
 TITLES = [f"{w} prices rise" for w in WORDS]
 # global batch 4 (2 per process), 2 micro-batches per step
-POLICY = PolicyTrainConfig(method="pgg", steps=3, lr=3e-3, batch_size=4, grad_accumulation=2, seed=5)
-GUIDANCE = GuidanceConfig(lr=3e-3, epochs=2, batch_size=3, val_fraction=0.2, patience=5, seed=2)
+POLICY = policy_config(method="pgg", steps=3, lr=3e-3, batch_size=4, grad_accumulation=2, seed=5)
+GUIDANCE = guidance_config(lr=3e-3, epochs=2, batch_size=3, val_fraction=0.2, patience=5, seed=2)
 
 
 def _no_dropout(model: torch.nn.Module) -> None:
@@ -79,14 +81,14 @@ def fit_the_guidance(accelerator=None) -> dict:
     }
 
 
-def run_all(out: str) -> dict:
-    """The step ``run_step`` launches: train both models, write the checkpoint once; returns the
-    histories (``run_step`` hands back the main process's)."""
+@data_parallel
+def run_all(out: str, hw: Hardware) -> dict:
+    """The step ``@data_parallel`` launches: train both models, write the checkpoint once; returns the
+    histories (the launch hands back the main process's)."""
     from flows.checkpoints import is_complete, save_policy
-    from flows.distributed import Hardware, make_accelerator, write_once
 
     out = Path(out)
-    accelerator = make_accelerator(Hardware(device="cpu"))
+    accelerator = make_accelerator(hw)
     tokenizer, model, history = train_the_policy(accelerator)
     guidance = fit_the_guidance(accelerator)
     folder = out / "policy"

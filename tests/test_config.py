@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 import pytest
-
 from pydantic import BaseModel
 
 from flows.config import DEFAULT_PARAMS, Config, ParamsError, load_params
@@ -42,7 +41,9 @@ def test_default_params_validate():
 def test_sections_carry_no_defaults_so_params_yaml_is_the_only_source():
     def defaults(model):
         for name, field in model.model_fields.items():
-            assert field.is_required(), f"{model.__name__}.{name} has a default in code; put it in params.yaml"
+            assert field.is_required(), (
+                f"{model.__name__}.{name} has a default in code; put it in params.yaml"
+            )
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 defaults(annotation)
@@ -95,3 +96,9 @@ def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "sampling.summarization.k" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_the_paper_profile_spells_out_every_key():
+    paper = load_params(PROJECT_ROOT / "params-paper.yaml")
+    assert set(paper.flat()) == set(load_params(DEFAULT_PARAMS).flat())
+    assert paper.models.summarization.policy == "t5-small"

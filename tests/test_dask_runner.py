@@ -7,7 +7,7 @@ import pytest
 
 from flows import summarization as s
 from flows.config import load_params
-from flows.distributed import task_runner
+from flows.distributed import hardware, task_runner
 from flows.prepare import prepare
 from tests.conftest import write_params
 from tests.test_summarization_flow import TINY
@@ -30,7 +30,7 @@ def test_dask_runner_matches_the_serial_run(tiny_config, mlflow_uri):
     fast = tiny_config.model_copy(
         update={"policy": load_params_override(tiny_config, {"lr": 0.02, "warmup_steps": 0})}
     )
-    s.train_iteration.fn("mle", 1, start_policy, None, mle_out, fast, 3)  # a second, different policy
+    s.train_iteration.fn("mle", 1, start_policy, None, mle_out, fast, 3, hardware(fast.runtime))  # another policy
     policies = {"warmstart": warm, "mle": mle_out}
 
     serial_runtime = tiny_config.runtime

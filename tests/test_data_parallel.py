@@ -1,6 +1,6 @@
 """Data parallelism through accelerate: 2 CPU processes (gloo) take the same steps as 1 process.
 
-The 2-process run is a real launch by ``flows.distributed.run_step`` (torchrun, the launcher
+The 2-process run is a real launch by ``flows.distributed.data_parallel`` (torchrun, the launcher
 ``accelerate launch`` uses) of tests/dp_worker.py; the 1-process baseline runs the same code here,
 without an accelerator.
 """
@@ -19,11 +19,11 @@ from tests import dp_worker
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> tuple[Path, dict]:
-    """The step run by flows.distributed.run_step in 2 processes (torchrun, gloo on 127.0.0.1)."""
-    from flows.distributed import run_step
+    """The step run by @data_parallel in 2 processes (torchrun, gloo on 127.0.0.1)."""
+    from flows.distributed import Hardware
 
     out = tmp_path_factory.mktemp("dp")
-    return out, run_step(dp_worker.run_all, {"out": str(out)}, processes=2)
+    return out, dp_worker.run_all(str(out), hw=Hardware(device="cpu", processes=2))
 
 
 def test_two_processes_take_the_same_policy_steps_as_one(two_processes):
@@ -62,7 +62,8 @@ def test_checkpoint_is_written_once_and_complete_everywhere(two_processes):
 
 
 def test_batch_that_does_not_split_over_processes_is_an_error():
-    from components.policy_trainer import PolicyTrainConfig, train_policy
+    from components.policy_trainer import train_policy
+    from tests.conftest import policy_config
 
     class TwoProcesses:  # only what train_policy reads before training
         num_processes, process_index = 2, 0
@@ -75,6 +76,6 @@ def test_batch_that_does_not_split_over_processes_is_an_error():
             sources,
             labels,
             mask,
-            PolicyTrainConfig(batch_size=3),
+            policy_config(batch_size=3),
             accelerator=TwoProcesses(),
         )

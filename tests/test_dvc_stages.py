@@ -11,10 +11,12 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT
+from tests.stage_code import STAGE_ENTRIES, stage_files
 
 
 @pytest.fixture(scope="module")
-def stage_params(tmp_path_factory) -> dict[str, list[str]]:
+def stages(tmp_path_factory) -> dict[str, tuple[list[str], list[str]]]:
+    """Stage name -> (params it lists, paths of its other deps relative to the repo), as DVC reads them."""
     repo = tmp_path_factory.mktemp("dvc-repo")
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(PROJECT_ROOT / name, repo)
@@ -24,11 +26,63 @@ def stage_params(tmp_path_factory) -> dict[str, list[str]]:
 
     with Repo(str(repo)) as dvc_repo:
         return {
-            stage.addressing.rsplit(":", 1)[-1]: [
-                key for dep in stage.deps for key in (getattr(dep, "params", None) or [])
-            ]
+            stage.addressing.rsplit(":", 1)[-1]: (
+                [key for dep in stage.deps for key in (getattr(dep, "params", None) or [])],
+                [dep.def_path for dep in stage.deps if not getattr(dep, "params", None)],
+            )
             for stage in dvc_repo.index.stages
         }
+
+
+@pytest.fixture(scope="module")
+def stage_params(stages) -> dict[str, list[str]]:
+    return {name: params for name, (params, _) in stages.items()}
+
+
+def test_every_stage_depends_on_the_code_it_runs(stages):
+    """Editing any module in a stage's import closure makes DVC see the stage as changed."""
+    assert set(STAGE_ENTRIES) == {name.split("@")[0] for name in stages}
+    for name, (_, paths) in stages.items():
+        missing = [
+            f
+            for f in stage_files(name)
+            if not any(f == p or f.startswith(p.rstrip("/") + "/") for p in paths)
+        ]
+        assert not missing, (
+            f"{name} runs {missing} but dvc.yaml does not list them: python -m tests.stage_code --write"
+        )
+
+
+def test_the_closure_follows_imports(tmp_path):
+    files = stage_files("align_pgg")
+    assert {"components/aggregation.py", "components/ranking_losses.py", "components/policy_losses.py",
+            "components/preferences.py", "components/reference_rewards.py"} <= set(files)  # fmt: skip
+    assert "components/prompt_trainer.py" not in files  # the prompt task's code leaves it cached
+    assert "components/reference_rewards.py" not in stage_files("prompt_pgg")
+
+
+def test_editing_an_imported_component_makes_the_stage_stale(tmp_path, data_root):
+    """Through DVC itself: record align_pgg as run (dvc commit), edit a module it only reaches through
+    imports, and `dvc status` names the stage and the file."""
+    repo = tmp_path / "repo"
+    for folder in ("components", "flows"):
+        shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", repo)
+    text = (PROJECT_ROOT / "params.yaml").read_text().replace("root: ../shared/data", f"root: {data_root}")
+    (repo / "params.yaml").write_text(text)
+    (repo / "runs/summarization/warmstart").mkdir(parents=True)
+    (repo / "runs/summarization/warmstart/state.json").write_text("{}")
+    (repo / "runs/summarization/pgg").mkdir(parents=True)
+    (repo / "runs/summarization/pgg/state.json").write_text("{}")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "-q", "--no-scm"], cwd=repo, check=True)
+    subprocess.run([dvc, "commit", "-f", "-q", "align_pgg"], cwd=repo, check=True, capture_output=True)
+    clean = subprocess.run([dvc, "status", "align_pgg"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "changed" not in clean.stdout, clean.stdout
+    with (repo / "components/aggregation.py").open("a") as module:
+        module.write("\n# an edit\n")
+    stale = subprocess.run([dvc, "status", "align_pgg"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "align_pgg" in stale.stdout and "components/aggregation.py" in stale.stdout, stale.stdout
 
 
 def stale_after_changing(stage_params: dict[str, list[str]], key: str) -> set[str]:

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from components.guidance_trainer import (
-    GuidanceConfig,
     GuidanceTrainer,
     RankedList,
     _batch_scores,
@@ -15,6 +14,7 @@ from components.guidance_trainer import (
 )
 from components.models import ModelSpec, load_tokenizer
 from components.reward_model import TokenRewardModel
+from tests.conftest import guidance_config
 
 FILLER = "apple river table green music stone cloud paper house light".split()
 MARKER = "zebra"
@@ -68,7 +68,7 @@ def test_ground_truth_credit_assignment(tokenizer, loss, aggregation):
     for word in FILLER + [MARKER]:
         assert tokenizer.tokenize(word) == [word]
     model = tiny_reward_model()
-    config = GuidanceConfig(loss=loss, aggregation=aggregation, lr=1e-3, epochs=6, batch_size=8)
+    config = guidance_config(loss=loss, aggregation=aggregation, lr=1e-3, epochs=6, batch_size=8)
     trainer = GuidanceTrainer(model, tokenizer, config)
     report = trainer.fit(marker_lists(80, seed=1))
     kept = 80 - report.n_tied_dropped  # a few random lists have all candidates equal
@@ -86,7 +86,7 @@ def test_ground_truth_credit_assignment(tokenizer, loss, aggregation):
 
 def test_report_fields_and_refit_continues_from_current_weights(tokenizer):
     model = tiny_reward_model()
-    trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=2, batch_size=8))
+    trainer = GuidanceTrainer(model, tokenizer, guidance_config(lr=1e-3, epochs=2, batch_size=8))
     lists = marker_lists(20, seed=4)
     seen = []
     first = trainer.fit(lists, on_epoch=seen.append)
@@ -108,7 +108,7 @@ def test_report_fields_and_refit_continues_from_current_weights(tokenizer):
 def test_a_fit_that_cannot_move_reports_it_learned_nothing(tokenizer):
     """The flows warn when a fit does no better than constant rewards (then weighted MLE is MLE)."""
     model = tiny_reward_model()
-    config = GuidanceConfig(lr=1e-12, epochs=1, batch_size=8)
+    config = guidance_config(lr=1e-12, epochs=1, batch_size=8)
     report = GuidanceTrainer(model, tokenizer, config).fit(marker_lists(10, k=3, seed=7))
     assert report.chance_val_loss == pytest.approx(math.log(6))  # ln 3! per list of 3
     assert not report.learned and report.as_dict()["learned"] is False
@@ -117,7 +117,7 @@ def test_a_fit_that_cannot_move_reports_it_learned_nothing(tokenizer):
 def test_fully_tied_lists_are_left_out_of_fit_and_evaluation(tokenizer):
     lists = marker_lists(12, k=3, seed=8)
     tied = [RankedList(None, ranked.candidates, (1.0, 1.0, 1.0)) for ranked in marker_lists(6, k=3, seed=9)]
-    config = GuidanceConfig(lr=1e-3, epochs=1, batch_size=4, val_fraction=0.25)
+    config = guidance_config(lr=1e-3, epochs=1, batch_size=4, val_fraction=0.25)
     trainer = GuidanceTrainer(tiny_reward_model(), tokenizer, config)
     report = trainer.fit(lists + tied)
     assert report.n_tied_dropped == 6 and report.n_train + report.n_val == 12
@@ -128,7 +128,7 @@ def test_fully_tied_lists_are_left_out_of_fit_and_evaluation(tokenizer):
 
 def test_early_stopping_and_best_weights(tokenizer):
     model = tiny_reward_model()
-    config = GuidanceConfig(lr=0.0, epochs=10, patience=2, batch_size=4)  # lr 0: val loss never improves
+    config = guidance_config(lr=0.0, epochs=10, patience=2, batch_size=4)  # lr 0: val loss never improves
     report = GuidanceTrainer(model, tokenizer, config).fit(marker_lists(10, seed=5))
     assert report.stopped_early and report.epochs_run == 3 and report.best_epoch == 1
 
@@ -143,7 +143,7 @@ def test_one_forward_per_batch_scores_all_candidates(tokenizer, monkeypatch):
         return original(input_ids, attention_mask, **kwargs)
 
     monkeypatch.setattr(model, "token_hidden_states", counting)
-    config = GuidanceConfig(epochs=1, batch_size=4, val_fraction=0.0)
+    config = guidance_config(epochs=1, batch_size=4, val_fraction=0.0)
     GuidanceTrainer(model, tokenizer, config).fit(marker_lists(8, k=3, seed=6))
     # one training epoch (2 batches of 4 lists × 3) + one val pass + final evaluation (2 batches each)
     assert calls == [12] * 6
@@ -161,7 +161,7 @@ def test_frozen_backbone_states_are_computed_once_per_fit(tokenizer, monkeypatch
 
     monkeypatch.setattr(encoder, "forward", counting_encoder)
     lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
-    trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
+    trainer = GuidanceTrainer(model, tokenizer, guidance_config(lr=1e-3, epochs=3, batch_size=4))
     report = trainer.fit(lists)
     # every kept list's source encoded exactly once, not per epoch or candidate
     assert sum(encoded_rows) == 10 - report.n_tied_dropped
@@ -190,7 +190,7 @@ def test_frozen_encoder_only_caches_source_states_and_trains_the_decoder(tokeniz
     monkeypatch.setattr(encoder, "forward", counting_encoder)
     decoder_before = [p.detach().clone() for p in model.backbone.get_decoder().parameters()]
     lists = marker_lists(10, k=3, seed=7, source="write many zebra words")
-    trainer = GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=3, batch_size=4))
+    trainer = GuidanceTrainer(model, tokenizer, guidance_config(lr=1e-3, epochs=3, batch_size=4))
     report = trainer.fit(lists)
     assert sum(encoded_rows) == 10 - report.n_tied_dropped
     after = list(model.backbone.get_decoder().parameters())
@@ -209,7 +209,7 @@ def test_trainable_seq2seq_and_causal_with_sources_run(tokenizer):
     for kind in ("seq2seq", "causal_lm"):
         model = tiny_reward_model(kind)
         lists = marker_lists(6, k=2, seed=8, source="a source text")
-        report = GuidanceTrainer(model, tokenizer, GuidanceConfig(epochs=1, batch_size=3)).fit(lists)
+        report = GuidanceTrainer(model, tokenizer, guidance_config(epochs=1, batch_size=3)).fit(lists)
         assert math.isfinite(report.train_loss)
         scores = score_lists(
             model, tokenizer, ["a source text"] * 2, [["zebra zebra", "apple"], ["apple"] * 3]
@@ -219,7 +219,7 @@ def test_trainable_seq2seq_and_causal_with_sources_run(tokenizer):
 
 def test_score_lists_matches_evaluation_order_and_handles_varying_k(tokenizer):
     model = tiny_reward_model()
-    GuidanceTrainer(model, tokenizer, GuidanceConfig(lr=1e-3, epochs=4)).fit(marker_lists(40, seed=9))
+    GuidanceTrainer(model, tokenizer, guidance_config(lr=1e-3, epochs=4)).fit(marker_lists(40, seed=9))
     scores = score_lists(
         model, tokenizer, [None, None], [["zebra zebra apple", "apple apple apple"], ["river"] * 3]
     )
@@ -230,12 +230,12 @@ def test_score_lists_matches_evaluation_order_and_handles_varying_k(tokenizer):
 
 def test_bad_inputs_raise_value_errors(tokenizer):
     with pytest.raises(ValueError, match="unknown loss"):
-        GuidanceConfig(loss="pointwise")
+        guidance_config(loss="pointwise")
     with pytest.raises(ValueError, match="unknown aggregation"):
-        GuidanceConfig(aggregation="median")
+        guidance_config(aggregation="median")
     with pytest.raises(ValueError, match="val_fraction"):
-        GuidanceConfig(val_fraction=1.0)
-    trainer = GuidanceTrainer(tiny_reward_model(), tokenizer, GuidanceConfig(epochs=1))
+        guidance_config(val_fraction=1.0)
+    trainer = GuidanceTrainer(tiny_reward_model(), tokenizer, guidance_config(epochs=1))
     with pytest.raises(ValueError, match="no ranked lists"):
         trainer.fit([])
     mixed = [RankedList("s", ["a", "b"], [1, 0]), RankedList(None, ["a", "b"], [1, 0])]

@@ -3,8 +3,9 @@ import torch
 
 from components.encoder_cache import encode_sources
 from components.models import ModelSpec, load_model
-from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.policy_trainer import train_policy
 from components.seq2seq_policy import encode_targets, freeze_encoder, tokenize_sources
+from tests.conftest import policy_config
 
 ARTICLES = [f"the {w} market rose sharply on monday as traders bought {w} shares" for w in
             ("stock", "bond", "gold", "oil", "tech", "bank", "car", "food")]  # fmt: skip
@@ -27,7 +28,7 @@ def _state(model):
 def test_mle_lowers_the_loss(tiny):
     tokenizer, model, sources, labels, mask = tiny
     history = train_policy(
-        model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=30, lr=3e-3, batch_size=8)
+        model, tokenizer, sources, labels, mask, policy_config(steps=30, lr=3e-3, batch_size=8)
     )
     assert history[-1]["loss"] < history[0]["loss"] - 1.0
 
@@ -35,13 +36,11 @@ def test_mle_lowers_the_loss(tiny):
 def test_pgg_with_constant_rewards_is_mle(tiny):
     tokenizer, model, sources, labels, mask = tiny
     start = _state(model)
-    mle = train_policy(
-        model, tokenizer, sources, labels, mask, PolicyTrainConfig(steps=3, lr=1e-3, batch_size=4)
-    )
+    mle = train_policy(model, tokenizer, sources, labels, mask, policy_config(steps=3, lr=1e-3, batch_size=4))
     model.load_state_dict(start)
     pgg = train_policy(
         model, tokenizer, sources, labels, mask,
-        PolicyTrainConfig(method="pgg", steps=3, lr=1e-3, batch_size=4),
+        policy_config(method="pgg", steps=3, lr=1e-3, batch_size=4),
         token_rewards=torch.full_like(mask, 0.7) * mask,
     )  # fmt: skip
     assert [h["loss"] for h in pgg] == pytest.approx([h["loss"] for h in mle], rel=1e-5)
@@ -54,7 +53,7 @@ def test_grad_accumulation_matches_one_big_batch(tiny):
             module.p = 0.0
     start = _state(model)
     config = dict(steps=3, lr=1e-3, seed=3)
-    big = train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(batch_size=8, **config))
+    big = train_policy(model, tokenizer, sources, labels, mask, policy_config(batch_size=8, **config))
     model.load_state_dict(start)
     small = train_policy(
         model,
@@ -62,7 +61,7 @@ def test_grad_accumulation_matches_one_big_batch(tiny):
         sources,
         labels,
         mask,
-        PolicyTrainConfig(batch_size=4, grad_accumulation=2, **config),
+        policy_config(batch_size=4, grad_accumulation=2, **config),
     )
     assert big[2]["loss"] < big[0]["loss"]
     assert [h["loss"] for h in small] == pytest.approx([h["loss"] for h in big], rel=1e-4)
@@ -74,7 +73,7 @@ def test_seqpg_and_live_encoder_paths(tiny):
     live = dict(tokenize_sources(tokenizer, ARTICLES, 24))
     history = train_policy(
         model, tokenizer, live, labels, mask,
-        PolicyTrainConfig(method="seqpg", steps=2, batch_size=4, k=2, reinforce_coef=1.0, max_new_tokens=4),
+        policy_config(method="seqpg", steps=2, batch_size=4, k=2, reinforce_coef=1.0, max_target_tokens=4),
         references=TITLES, sequence_reward=lambda texts, refs: torch.rand(len(texts)),
     )  # fmt: skip
     assert all("pg_loss" in h and "sample_reward" in h for h in history)
@@ -88,19 +87,25 @@ def test_sampled_articles_limits_the_sampled_term_to_a_sub_batch(tiny):
         scored_refs.append(list(refs))
         return torch.rand(len(texts))
 
-    config = PolicyTrainConfig(
-        method="seqpg", steps=2, batch_size=4, k=3, reinforce_coef=1.0, max_new_tokens=4, sampled_articles=2
+    config = policy_config(
+        method="seqpg",
+        steps=2,
+        batch_size=4,
+        k=3,
+        reinforce_coef=1.0,
+        max_target_tokens=4,
+        sampled_articles=2,
     )
     train_policy(model, tokenizer, sources, labels, mask, config, references=TITLES, sequence_reward=reward)
     assert [len(refs) for refs in scored_refs] == [2 * 3, 2 * 3]  # 2 articles x k samples, not 4 x k
     assert all(refs[0] == refs[2] and refs[0] != refs[3] for refs in scored_refs)  # k per article in a row
     with pytest.raises(ValueError, match="sampled_articles"):
-        PolicyTrainConfig(method="seqpg", batch_size=4, sampled_articles=5)
+        policy_config(method="seqpg", batch_size=4, sampled_articles=5)
 
 
 def test_missing_inputs_are_clear_errors(tiny):
     tokenizer, model, sources, labels, mask = tiny
     with pytest.raises(ValueError, match="token_rewards"):
-        train_policy(model, tokenizer, sources, labels, mask, PolicyTrainConfig(method="pgg", steps=1))
+        train_policy(model, tokenizer, sources, labels, mask, policy_config(method="pgg", steps=1))
     with pytest.raises(ValueError, match="unknown method"):
-        PolicyTrainConfig(method="ppo")
+        policy_config(method="ppo")

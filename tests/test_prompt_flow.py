@@ -75,7 +75,7 @@ def test_pgg_search_logs_every_step_and_refit_to_mlflow(tiny_config, mlflow_uri)
     assert _steps(client, run_id, "best/dev_accuracy") == [0, 1, 2]
     assert _steps(client, run_id, "policy/entropy") == [1, 2]
     assert _steps(client, run_id, "guidance/online_accuracy") == [1, 2]
-    assert _steps(client, run_id, "guidance/val_pairwise_accuracy") == [0]
+    assert _steps(client, run_id, "guidance/pairwise_accuracy") == [0]
     run = client.get_run(run_id)
     assert run.data.tags["method"] == "pgg" and run.data.tags["dataset"] == "sst-2"
     assert run.data.tags["best_prompt"] == rows[-1]["best_prompt"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.policy_trainer import train_policy
+from components.seq2seq_policy import length_batches
 from flows.distributed import Hardware, make_accelerator
-from flows.summarization import length_batches
 from tests import dp_worker
+from tests.conftest import policy_config
 
 
 def test_length_batches_cover_every_position_once_longest_first():
@@ -26,7 +27,7 @@ def test_bf16_autocast_trains_and_leaves_a_plain_fp32_model():
     hook = model.decoder.register_forward_hook(lambda module, args, out: seen.append(out.logits.dtype))
     accelerator = make_accelerator(Hardware(device="cpu", bf16=True))
     assert accelerator.mixed_precision == "bf16"
-    config = PolicyTrainConfig(method="pgg", steps=2, lr=1e-3, batch_size=4)
+    config = policy_config(method="pgg", steps=2, lr=1e-3, batch_size=4)
     history = train_policy(
         model, tokenizer, sources, labels, mask, config, token_rewards=rewards, accelerator=accelerator
     )

@@ -1,0 +1,139 @@
+"""One step of the discrete-prompt search: sample prompts, score them with the frozen task model, update.
+
+    ids, texts = trainer.sample(n, generator)                         # the policy's prompts (random: uniform)
+    rewards, accuracy = trainer.score(texts, inputs, labels, generator)  # gap reward of the task model
+    stats = trainer.update(ids, rewards)                              # REINFORCE + max-entropy
+
+Methods (``PromptTrainConfig.method``):
+  pgg     every token's log-prob is weighted by the learned token reward r(s_t, a_t) of the fitted
+          ``TokenRewardModel`` (``prompt_losses.token_guided_reinforce_loss``). The aggregate of
+          those r_t orders each list of K prompts; ``update`` reports how often it agrees with the
+          gap reward on these fresh prompts (the guidance's online ordering accuracy).
+  seqpg   every token is weighted by the whole prompt's gap reward (``bandit_reinforce_loss``).
+  random  uniform prompts from the same action space, no update.
+With ``normalize_rewards`` the weights are z-scored over the batch (token rewards centred per
+position), so the entropy coefficient weighs the same for both methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from components.aggregation import aggregate
+from components.gap_reward import accuracy, gap_reward
+from components.prompt_losses import bandit_reinforce_loss, token_guided_reinforce_loss
+from components.prompt_policy import PromptPolicy
+from components.ranking_losses import pairwise_accuracy
+from components.reward_model import TokenRewardModel
+
+METHODS = ("pgg", "seqpg", "random")
+
+
+@dataclass(frozen=True)
+class PromptTrainConfig:
+    method: str  # pgg | seqpg | random
+    lr: float  # Adam on the policy's adaptor
+    k: int  # prompts per ranked list
+    top_k: int  # sampling
+    temperature: float
+    entropy_coef: float  # alpha of the max-entropy bonus
+    normalize_rewards: bool  # z-score the REINFORCE weights over the batch
+    aggregation: str  # pgg: how token rewards aggregate to a prompt score (online ordering accuracy)
+    tau: float
+    gap_positive: float  # RLPrompt's gap reward
+    gap_negative: float
+    reward_fraction: float  # share of the training examples that score a prompt, redrawn every call
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown prompt method {self.method!r}; use one of {', '.join(METHODS)}")
+
+
+def z_score(rewards: torch.Tensor) -> torch.Tensor:
+    """Centre over the batch (per position for token rewards), scale by the batch std."""
+    centred = rewards - rewards.mean(0, keepdim=True)
+    return centred / centred.std().clamp(min=1e-8)
+
+
+class PromptTrainer:
+    """The prompt policy, its optimizer, the frozen task model and (pgg) the token reward model
+    (``reward_model`` may be None until the first fit: warm-up lists are sampled and scored only)."""
+
+    def __init__(
+        self,
+        policy: PromptPolicy,
+        task_model,
+        config: PromptTrainConfig,
+        reward_model: TokenRewardModel | None = None,
+    ):
+        self.policy = policy
+        self.task_model = task_model
+        self.config = config
+        self.reward_model = reward_model
+        self.optimizer = torch.optim.Adam(policy.adaptor.parameters(), lr=config.lr)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``n`` prompts: token ids ``[n, L]`` and texts."""
+        if self.config.method == "random":
+            return self.policy.random_prompts(n, generator=generator)
+        return self.policy.sample(
+            n, top_k=self.config.top_k, temperature=self.config.temperature, generator=generator
+        )
+
+    def score(self, texts: list[str], inputs, labels: torch.Tensor, generator: torch.Generator):
+        """(gap reward ``[n]``, training accuracy ``[n]`` in 0..1) of each prompt on ``inputs``: the
+        task-model queries the search is charged for. One example subset is shared by all prompts."""
+        cfg = self.config
+        probs = self.task_model.class_probs(texts, inputs)
+        rewards = gap_reward(
+            probs, labels, cfg.gap_positive, cfg.gap_negative, cfg.reward_fraction, generator
+        )
+        return rewards, accuracy(probs, labels)
+
+    def update(self, ids: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+        """One policy-gradient step on the prompts ``ids`` and their gap rewards (pgg: the rewards only
+        measure the guidance; the step uses its token rewards). Returns loss, entropy and, for pgg,
+        the pairs of each list the guidance orders like the gap reward (correct, total)."""
+        cfg = self.config
+        if cfg.method == "pgg" and self.reward_model is None:
+            raise ValueError("method pgg needs the fitted token reward model; fit the guidance first")
+        log_probs, entropy = self.policy.log_probs_and_entropy(ids)
+        stats: dict[str, float] = {}
+        if cfg.method == "pgg":
+            with torch.no_grad():
+                token_rewards = self.reward_model(ids, torch.ones_like(ids))
+            n, length = ids.shape
+            scores = aggregate(
+                token_rewards.view(-1, cfg.k, length),
+                torch.ones(n // cfg.k, cfg.k, length, device=ids.device),
+                cfg.aggregation,
+                cfg.tau,
+            )
+            stats["guidance_correct"], stats["guidance_pairs"] = pairwise_accuracy(
+                scores, rewards.view(-1, cfg.k)
+            )
+            weights = z_score(token_rewards) if cfg.normalize_rewards else token_rewards
+            loss = token_guided_reinforce_loss(log_probs, entropy, weights, cfg.entropy_coef)
+        elif cfg.method == "seqpg":
+            sequence_rewards = rewards / rewards.std().clamp(min=1e-8) if cfg.normalize_rewards else rewards
+            loss = bandit_reinforce_loss(log_probs, entropy, sequence_rewards, cfg.entropy_coef)
+        else:
+            raise ValueError("random search takes no policy update")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        stats["loss"] = loss.item()
+        stats["entropy"] = entropy.mean().item()
+        return stats
+
+    def save(self, folder: Path) -> None:
+        """Adaptor and optimizer state (what a resumed search continues from)."""
+        self.policy.save_adaptor(folder / "adaptor.pt")
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+
+    def load(self, folder: Path) -> None:
+        self.policy.load_adaptor(folder / "adaptor.pt")
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
