@@ -30,7 +30,9 @@ def test_dask_runner_matches_the_serial_run(tiny_config, mlflow_uri):
     fast = tiny_config.model_copy(
         update={"policy": load_params_override(tiny_config, {"lr": 0.02, "warmup_steps": 0})}
     )
-    s.train_iteration.fn("mle", 1, start_policy, None, mle_out, fast, 3, hardware(fast.runtime))  # another policy
+    s.train_iteration.fn(
+        "mle", 1, start_policy, None, mle_out, fast, 3, hardware(fast.runtime)
+    )  # another policy
     policies = {"warmstart": warm, "mle": mle_out}
 
     serial_runtime = tiny_config.runtime
