@@ -176,6 +176,15 @@ class PromptPolicy(nn.Module):
             ids = torch.cat([ids, next_ids], dim=1)
         return ids, self.decode(ids)
 
+    @torch.no_grad()
+    def greedy(self) -> tuple[torch.Tensor, list[str]]:
+        """The policy's most likely prompt, token by token: (token_ids [1, L], [text])."""
+        ids = torch.empty((1, 0), dtype=torch.long, device=self.allowed.device)
+        for _ in range(self.prompt_length):
+            logits = self.next_token_logits(self._with_start(ids), last_only=True)[:, -1]
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+        return ids, self.decode(ids)
+
     def log_probs_and_entropy(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log pi(a_t|s_t) and entropy H(pi(.|s_t)), both [n, L], at temperature 1
         over the whole action space (no top-k): the distribution the adaptor is trained on."""

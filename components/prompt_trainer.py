@@ -3,6 +3,7 @@
     ids, texts = trainer.sample(n, generator)                         # the policy's prompts (random: uniform)
     rewards, accuracy = trainer.score(texts, inputs, labels, generator)  # gap reward of the task model
     stats = trainer.update(ids, rewards)                              # REINFORCE + max-entropy
+    stats = trainer.guidance_update(samples, generator)              # pgg: r_t only, no task-model call
 
 Methods (``PromptTrainConfig.method``):
   pgg     every token's log-prob is weighted by the learned token reward r(s_t, a_t) of the fitted
@@ -11,6 +12,9 @@ Methods (``PromptTrainConfig.method``):
           gap reward on these fresh prompts (the guidance's online ordering accuracy).
   seqpg   every token is weighted by the whole prompt's gap reward (``bandit_reinforce_loss``).
   random  uniform prompts from the same action space, no update.
+pgg can also use the guidance as the cheap, dense surrogate it is meant to be: after each real
+update, ``guidance_updates`` more updates, each on ``guidance_samples`` fresh prompts scored by the
+learned token reward alone (``guidance_update``), so a task-model query buys several updates.
 With ``normalize_rewards`` the weights are z-scored over the batch (token rewards centred per
 position), so the entropy coefficient weighs the same for both methods.
 """
@@ -46,6 +50,8 @@ class PromptTrainConfig:
     gap_positive: float  # RLPrompt's gap reward
     gap_negative: float
     reward_fraction: float  # share of the training examples that score a prompt, redrawn every call
+    guidance_updates: int  # pgg: surrogate updates on the learned reward after each real one
+    guidance_samples: int  # prompts per surrogate update
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -122,12 +128,38 @@ class PromptTrainer:
             loss = bandit_reinforce_loss(log_probs, entropy, sequence_rewards, cfg.entropy_coef)
         else:
             raise ValueError("random search takes no policy update")
+        return {**stats, **self._step(loss, entropy)}
+
+    def guidance_update(self, n: int, generator: torch.Generator) -> dict[str, float]:
+        """pgg: one update on ``n`` fresh prompts whose only reward is the learned token reward; the
+        task model is not called."""
+        cfg = self.config
+        if cfg.method != "pgg" or self.reward_model is None:
+            raise ValueError("guidance-only updates need method pgg and a fitted token reward model")
+        ids, _ = self.sample(n, generator)
+        log_probs, entropy = self.policy.log_probs_and_entropy(ids)
+        with torch.no_grad():
+            token_rewards = self.reward_model(ids, torch.ones_like(ids))
+        weights = z_score(token_rewards) if cfg.normalize_rewards else token_rewards
+        stats = self._step(
+            token_guided_reinforce_loss(log_probs, entropy, weights, cfg.entropy_coef), entropy
+        )
+        return {f"surrogate_{key}": value for key, value in stats.items()}
+
+    @torch.no_grad()
+    def guidance_scores(self, ids: torch.Tensor) -> torch.Tensor:
+        """The learned reward's score of each prompt ``[n]`` (token rewards aggregated as in the fit)."""
+        token_rewards = self.reward_model(ids, torch.ones_like(ids))
+        mask = torch.ones_like(token_rewards)
+        return aggregate(token_rewards[:, None], mask[:, None], self.config.aggregation, self.config.tau)[
+            :, 0
+        ]
+
+    def _step(self, loss: torch.Tensor, entropy: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        stats["loss"] = loss.item()
-        stats["entropy"] = entropy.mean().item()
-        return stats
+        return {"loss": loss.item(), "entropy": entropy.mean().item()}
 
     def save(self, folder: Path) -> None:
         """Adaptor and optimizer state (what a resumed search continues from)."""

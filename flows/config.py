@@ -223,6 +223,10 @@ class PromptPolicySection(Section):
     # z-score rewards within each batch (seqpg: per prompt; pgg: token rewards centred per position,
     # scaled by the batch std) so entropy_coef weighs the same for both; false: the raw formulas
     normalize_rewards: bool
+    # pgg: after each real update, this many updates on guidance_samples fresh prompts scored by the
+    # learned token reward alone (no task-model query); 0: every update is tied to real queries
+    guidance_updates: NonNegativeInt
+    guidance_samples: PositiveInt
 
 
 class PolicyConfig(Section):
@@ -284,6 +288,9 @@ class PromptEval(Section):
     top_prompts: PositiveInt
     manual_prompts: dict[str, str]
     candidates: PositiveInt  # best prompts by training reward that are scored on dev for selection
+    policy_samples: (
+        PositiveInt  # policy selection: prompts sampled from the trained policy (+ its greedy one)
+    )
     log_every: PositiveInt  # policy steps between MLflow log points (best prompt scored on dev)
     max_test_examples: PositiveInt | None  # cap on the test split (tests, quick looks); None: all
 

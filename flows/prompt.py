@@ -278,6 +278,9 @@ def search_block(
         if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
             for key, value in trainer.update(ids, rewards).items():
                 window[key].append(value)
+            for _ in range(trainer.config.guidance_updates if method == "pgg" else 0):  # the surrogate
+                for key, value in trainer.guidance_update(trainer.config.guidance_samples, generator).items():
+                    window[key].append(value)
         if position == len(steps) - 1 or (step > 0 and step % config.eval.prompt.log_every == 0):
             best = scored.best()
             if best not in dev_accuracy:
@@ -310,6 +313,9 @@ def _log_row(step, evaluations, window, scored, best, dev_accuracy, started, pos
     if window["entropy"]:
         row["policy/entropy"] = sum(window["entropy"]) / len(window["entropy"])
         row["policy/loss"] = sum(window["loss"]) / len(window["loss"])
+    if window["surrogate_loss"]:
+        row["policy/surrogate_loss"] = sum(window["surrogate_loss"]) / len(window["surrogate_loss"])
+        row["policy/surrogate_updates"] = len(window["surrogate_loss"])
     if sum(window["guidance_pairs"]):
         row["guidance/online_accuracy"] = sum(window["guidance_correct"]) / sum(window["guidance_pairs"])
     return row
@@ -468,9 +474,13 @@ def _search_prompts(config: Config, method: str) -> list[dict]:
 def evaluate_flow(config: Config, method: str) -> dict:
     """Test accuracy of one method into metrics/prompt/{dataset}-{seed}/{method}.json.
 
-    Search methods: rank their prompts by mean training reward, keep the top eval.prompt.candidates,
-    select the best on dev, and report its test accuracy and the mean test accuracy of the top
-    eval.prompt.top_prompts on dev. The full candidate table goes to MLflow."""
+    Search methods, two selections side by side, so a reader sees whether a policy learned or a search
+    got lucky. *Best scored* (``test_accuracy``): rank every prompt the search scored by its mean
+    training reward, keep the top eval.prompt.candidates, select the best on dev; also the mean test
+    accuracy of the top eval.prompt.top_prompts on dev. *Policy* (``policy_test_accuracy``): the trained
+    policy's greedy prompt and eval.prompt.policy_samples of its samples, ranked by the learned reward
+    (pgg) or the training reward (seqpg, random: extra task-model queries, counted), the same dev pick.
+    The best-scored candidate table goes to MLflow."""
     _check_method(method, METHODS)
     apply_runtime(config.runtime)
     _embed(config)
@@ -506,6 +516,8 @@ def evaluate_flow(config: Config, method: str) -> dict:
             "test_accuracy": test,
             "selected": [p == prompt for p in candidates],
         }
+        policy_metrics, policy_prompt = _policy_selection(config, method)
+        metrics |= policy_metrics
     metrics = {k: round(float(v), 3) for k, v in metrics.items()}
     metrics["n_test"] = len(_load_encoded(embedding_file(config, "test"), torch.device("cpu"))[1])
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
@@ -516,6 +528,7 @@ def evaluate_flow(config: Config, method: str) -> dict:
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if k != "n_test"})
         mlflow.set_tag("selected_prompt", prompt)
         if table is not None:
+            mlflow.set_tag("policy_prompt", policy_prompt)
             mlflow.log_table(table, "prompts.json")
     create_markdown_artifact(
         key=f"prompt-{run_name(config)}-{method}".replace("_", "-").replace(".", "-").lower(),
@@ -523,6 +536,54 @@ def evaluate_flow(config: Config, method: str) -> dict:
         + "\n".join(f"- {k}: {v}" for k, v in metrics.items()),
     )
     return {**metrics, "prompt": prompt}
+
+
+def _last_block(config: Config, method: str) -> Path:
+    return runs_dir(config) / method / f"iter-{config.loop.prompt.iterations}"
+
+
+def _last_guidance(config: Config) -> Path:
+    blocks = [runs_dir(config) / "pgg" / f"iter-{i}" for i in range(config.loop.prompt.iterations, 0, -1)]
+    return next(b / "guidance" for b in blocks if (b / "guidance").is_dir())
+
+
+@task(task_run_name="policy-candidates-{method}")
+def policy_candidates(config: Config, method: str) -> tuple[list[str], list[float], int]:
+    """The trained policy's greedy prompt and samples (random search: uniform prompts), ranked best
+    first by the learned reward (pgg) or the training gap reward; returns (prompts, scores, task-model
+    queries spent ranking them)."""
+    device = apply_runtime(config.runtime)
+    generator = seed_everything(config.runtime.seed * 1000 + 999)
+    guidance = _last_guidance(config) if method == "pgg" else None
+    trainer = _trainer(config, method, 1, _last_block(config, method), guidance, device)
+    ids, texts = trainer.sample(config.eval.prompt.policy_samples, generator)
+    if method != "random":
+        greedy_ids, greedy_text = trainer.policy.greedy()
+        ids, texts = torch.cat([greedy_ids, ids]), greedy_text + texts
+    first = {text: i for i, text in reversed(list(enumerate(texts)))}  # one row per distinct prompt
+    rows = sorted(first.values())
+    ids, texts = ids[rows], [texts[i] for i in rows]
+    if method == "pgg":
+        scores, queries = trainer.guidance_scores(ids).tolist(), 0
+    else:
+        train, labels = _load_encoded(embedding_file(config, "train"), device)
+        scores, queries = trainer.score(texts, train, labels, generator)[0].tolist(), len(texts)
+    ranked = sorted(zip(texts, scores, strict=True), key=lambda pair: -pair[1])
+    return [t for t, _ in ranked], [s for _, s in ranked], queries
+
+
+def _policy_selection(config: Config, method: str) -> tuple[dict[str, float], str]:
+    prompts, _, queries = policy_candidates(config, method)
+    candidates = prompts[: config.eval.prompt.candidates]
+    scores = prompt_accuracies(candidates, ("dev", "test"), config)
+    selection = select_prompt(candidates, scores["dev"], scores["test"], top=config.eval.prompt.top_prompts)
+    metrics = {
+        "policy_test_accuracy": selection.test_accuracy,
+        "policy_top_test_accuracy": selection.top_test_accuracy,
+        "policy_dev_accuracy": selection.dev_accuracy,
+        "policy_selection_evaluations": queries,
+    }
+    return metrics, selection.prompt
 
 
 @flow(name="prompt")

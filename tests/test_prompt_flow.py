@@ -91,6 +91,8 @@ def test_selection_picks_the_best_prompt_on_dev_and_logs_the_table(tiny_config, 
     saved = json.loads((p.metrics_dir(tiny_config) / "pgg.json").read_text())
     assert saved == {k: v for k, v in metrics.items() if k != "prompt"}
     assert saved["n_test"] == 24 and saved["evaluations"] == EVALUATIONS
+    # the trained policy's own prompts, ranked by the learned reward: no extra task-model query
+    assert 0 <= saved["policy_test_accuracy"] <= 100 and saved["policy_selection_evaluations"] == 0
 
     client = MlflowClient(mlflow_uri)
     run_id = (p.runs_dir(tiny_config) / "pgg/mlflow_run_id").read_text()
@@ -162,3 +164,22 @@ def test_bad_method_or_missing_search_is_a_clear_error(tiny_params, tmp_path, ml
         p.search_flow(load_params(tiny_params, {"guidance.prompt.preference": "rouge"}), "pgg")
     with pytest.raises(ValueError, match="prompt-train --method pgg"):
         p.evaluate_flow(config, "pgg")
+
+
+def test_guidance_only_updates_spend_no_task_model_queries(tiny_params, tmp_path, mlflow_uri):
+    overrides = {
+        "runtime.runs_dir": str(tmp_path / "runs"),
+        "policy.prompt": {"guidance_updates": 2, "guidance_samples": 4},
+    }
+    config = load_params(tiny_params, overrides)
+    rows = p.search_flow(config, "pgg")
+    assert rows[-1]["evaluations"] == EVALUATIONS  # the same budget as without the surrogate
+    assert [r.get("policy/surrogate_updates") for r in rows] == [
+        None,
+        2,
+        2,
+    ]  # 2 per real step, 1 step per row
+    for method in ("seqpg", "random"):  # the baselines rank their policy's prompts by the gap reward
+        p.search_flow(config, method)
+        saved = p.evaluate_flow(config, method)
+        assert saved["policy_selection_evaluations"] > 0 and 0 <= saved["policy_test_accuracy"] <= 100

@@ -1,0 +1,97 @@
+"""One step of the prompt search (components/prompt_trainer.py) with tiny models."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from components.models import ModelSpec, load_model
+from components.prompt_policy import PromptPolicy, whole_word_token_ids
+from components.prompt_trainer import PromptTrainer, z_score
+from components.reward_model import TokenRewardModel
+from components.task_models import build_task_model
+from tests.conftest import params_config
+
+
+class CountingTaskModel:
+    """The tiny prototype task model, counting the prompts it is asked to score."""
+
+    def __init__(self):
+        self.model = build_task_model("tiny", "sst-2", "prototype")
+        self.prompts = 0
+
+    def class_probs(self, prompts, inputs):
+        self.prompts += len(prompts)
+        return self.model.class_probs(prompts, inputs)
+
+
+@pytest.fixture
+def parts():
+    torch.manual_seed(0)
+    tokenizer, model = load_model(ModelSpec("tiny", "causal_lm"))
+    policy = PromptPolicy(
+        tokenizer, model, adaptor_inner_size=32, allowed_token_ids=whole_word_token_ids(tokenizer)
+    )
+    _, reward_model = TokenRewardModel.from_spec(
+        ModelSpec("tiny", "causal_lm"), head_hidden=8, freeze_backbone=True
+    )
+    torch.nn.init.normal_(reward_model.head[0].weight)
+    task_model = CountingTaskModel()
+    inputs = task_model.model.encode_inputs(["a great film", "an awful film", "great fun", "dull and bad"])
+    return policy, reward_model, task_model, inputs, torch.tensor([1, 0, 1, 0])
+
+
+def _config(method, **fields):
+    base = params_config({"sampling.prompt.k": 2, "sampling.prompt.top_k": 20}).prompt_train_config(method)
+    return dataclasses.replace(base, **fields)
+
+
+def test_a_pgg_step_scores_updates_and_measures_the_guidance(parts):
+    policy, reward_model, task_model, inputs, labels = parts
+    trainer = PromptTrainer(policy, task_model, _config("pgg", lr=1e-2), reward_model)
+    generator = torch.Generator().manual_seed(0)
+    ids, texts = trainer.sample(4, generator)
+    rewards, train_accuracy = trainer.score(texts, inputs, labels, generator)
+    assert (
+        rewards.shape == (4,)
+        and task_model.prompts == 4
+        and ((0 <= train_accuracy) & (train_accuracy <= 1)).all()
+    )
+    before = [p.detach().clone() for p in policy.adaptor.parameters()]
+    stats = trainer.update(ids, rewards)
+    assert stats["guidance_pairs"] <= 2 and 0 <= stats["guidance_correct"] <= stats["guidance_pairs"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.adaptor.parameters(), strict=True))
+
+
+def test_guidance_only_updates_move_the_policy_without_a_task_model_query(parts):
+    policy, reward_model, task_model, *_ = parts
+    trainer = PromptTrainer(policy, task_model, _config("pgg", lr=1e-2), reward_model)
+    before = [p.detach().clone() for p in policy.adaptor.parameters()]
+    stats = trainer.guidance_update(8, torch.Generator().manual_seed(1))
+    assert task_model.prompts == 0  # the surrogate: the learned reward alone
+    assert set(stats) == {"surrogate_loss", "surrogate_entropy"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.adaptor.parameters(), strict=True))
+    with pytest.raises(ValueError, match="need method pgg"):
+        PromptTrainer(policy, task_model, _config("seqpg")).guidance_update(4, torch.Generator())
+
+
+def test_guidance_scores_rank_prompts_like_the_fit_aggregates(parts):
+    policy, reward_model, task_model, *_ = parts
+    trainer = PromptTrainer(policy, task_model, _config("pgg", aggregation="sum"), reward_model)
+    ids, _ = trainer.sample(3, torch.Generator().manual_seed(2))
+    expected = reward_model(ids, torch.ones_like(ids)).sum(dim=1)
+    assert torch.allclose(trainer.guidance_scores(ids), expected)
+
+
+def test_random_search_never_updates_and_z_score_centres(parts):
+    policy, _, task_model, *_ = parts
+    trainer = PromptTrainer(policy, task_model, _config("random"))
+    ids, _ = trainer.sample(4, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="no policy update"):
+        trainer.update(ids, torch.zeros(4))
+    weights = z_score(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
+    assert torch.allclose(weights.mean(0), torch.zeros(2))
+    greedy_ids, greedy_text = policy.greedy()
+    assert greedy_ids.shape == (1, policy.prompt_length) and torch.equal(policy.greedy()[0], greedy_ids)
