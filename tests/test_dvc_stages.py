@@ -96,7 +96,11 @@ def stale_after_changing(stage_params: dict[str, list[str]], key: str) -> set[st
 
 def test_a_guidance_param_reruns_only_our_method(stage_params):
     assert stale_after_changing(stage_params, "guidance.summarization.aggregation") == {"align_pgg"}
-    assert stale_after_changing(stage_params, "guidance.prompt.aggregation") == {"prompt_pgg"}
+    # and the prompt evaluations: the policy selection ranks pgg's prompts by the aggregated guidance
+    assert stale_after_changing(stage_params, "guidance.prompt.aggregation") == {"prompt_pgg"} | {
+        f"evaluate_prompt@{m}" for m in ("none", "manual", "random", "seqpg", "pgg")
+    }
+    assert stale_after_changing(stage_params, "guidance.prompt.lr") == {"prompt_pgg"}
 
 
 def test_reward_model_and_pgg_only_params_leave_warm_start_and_baselines_cached(stage_params):
