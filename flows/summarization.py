@@ -69,7 +69,7 @@ from flows.distributed import (
     write_once,
 )
 from flows.prepare import summarization_dir
-from flows.tracking import check_reachable, pipeline_run, tracking_uri
+from flows.tracking import check_reachable, log_step_metric, pipeline_run, tracking_uri
 
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
@@ -355,7 +355,8 @@ def _fit_guidance(lists, previous, out, models, guidance, sampling, seed, iterat
         ),
         accelerator=accelerator,
     )
-    report = trainer.fit(lists).as_dict()
+    fitted = trainer.fit(lists)
+    report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report
 
@@ -551,6 +552,7 @@ def _train_iteration(method, iteration, start_policy, guidance_dir, out, config:
         "policy_loss": sum(h["loss"] for h in history) / max(len(history), 1),
         "first_token_weight": first_weights,
         "seconds_per_step": sum(h["seconds"] for h in history) / max(len(history), 1),
+        "step_losses": [h["loss"] for h in history],  # MLflow's per-step curve train/policy_loss
     }
     write_once(
         accelerator,
@@ -655,6 +657,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
     frozen = config.models.summarization.freeze_encoder
     rows: list[dict] = []
     policy_dir, guidance_dir = warm, None
+    guidance_epochs = 0  # the x axis of train/guidance_loss: epochs across every refit of this run
 
     with pipeline_run(config, TASK, method, extra_tags={"resumed_from": previous_run or ""}) as run:
         run_id_file.write_text(run.info.run_id)
@@ -667,6 +670,8 @@ def align_flow(config: Config, method: str) -> list[dict]:
                 guidance_dir = iter_dir / "guidance" if (iter_dir / "guidance").exists() else guidance_dir
                 rows.append(row)
                 mlflow.log_metrics(row, step=iteration)
+                _log_step_curves(iter_dir, (iteration - 1) * loop.refit_every, guidance_epochs)
+                guidance_epochs += len(_state_of(iter_dir / "guidance").get("epoch_losses", []))
                 continue
             shutil.rmtree(iter_dir, ignore_errors=True)
             timer = PhaseTimer()
@@ -731,6 +736,10 @@ def align_flow(config: Config, method: str) -> list[dict]:
                     method, iteration, policy_dir, guidance_dir, iter_dir / "policy", config, steps
                 )
             policy_dir = iter_dir / "policy"
+            log_step_metric("train/policy_loss", stats["step_losses"], first_step)
+            if method == "pgg" and (iter_dir / "guidance").exists():
+                log_step_metric("train/guidance_loss", report["epoch_losses"], guidance_epochs)
+                guidance_epochs += len(report["epoch_losses"])
             with timer.phase("evaluate"):
                 evaluation = evaluate_policy(policy_dir, "validation", config)
             row["policy/loss"] = stats["policy_loss"]
@@ -759,6 +768,17 @@ def align_flow(config: Config, method: str) -> list[dict]:
                 },
             )
     return rows
+
+
+def _state_of(folder: Path) -> dict:
+    return read_state(folder) if is_complete(folder) else {}
+
+
+def _log_step_curves(iter_dir: Path, first_step: int, guidance_epochs: int) -> None:
+    """A resumed iteration's per-step curves, read back from its checkpoints' state.json."""
+    log_step_metric("train/policy_loss", _state_of(iter_dir / "policy").get("step_losses", []), first_step)
+    epochs = _state_of(iter_dir / "guidance").get("epoch_losses", [])
+    log_step_metric("train/guidance_loss", epochs, guidance_epochs)
 
 
 def final_policy(config: Config, method: str) -> Path:
