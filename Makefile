@@ -12,7 +12,9 @@ export HF_HUB_OFFLINE ?= 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint ui bench clean
+CORPORA_SOURCE ?= ../shared/data
+
+.PHONY: install corpora run test lint ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,10 +24,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
+# The corpora live in the repo as DVC-tracked data (corpora.dvc in git, the files in .dvc/cache), so a
+# queued or --temp experiment's copy of the repo checks them out. A clone without them in its cache
+# copies them from CORPORA_SOURCE (made writable: CI's copy of shared/ is read-only); the content hash,
+# and so corpora.dvc, stays the same.
+corpora: install
+	$(VENV)/bin/dvc checkout -q corpora.dvc 2>/dev/null || { test -d corpora || { cp -r $(CORPORA_SOURCE) corpora && chmod -R u+w corpora; }; $(VENV)/bin/dvc add -q corpora; }
+
+run: install corpora
 	$(PY) -m flows.server dvc repro   # one Prefect server for every stage process
 
-test: install
+test: install corpora
 	$(PY) -m pytest
 
 lint: install

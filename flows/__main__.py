@@ -1,9 +1,13 @@
-"""Command line for the pipeline stages: python -m flows STAGE [--method M] [--params params.yaml]."""
+"""Command line for the pipeline stages: pgg STAGE [--method M] [--params params.yaml] (or python -m flows).
+
+``pgg run`` runs the whole DVC pipeline against one Prefect server (what ``make run`` does); extra
+arguments go to ``dvc repro`` (e.g. ``pgg run align_pgg``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import flows  # noqa: F401  (sets PREFECT_HOME and offline defaults before prefect loads)
 from flows.config import DEFAULT_PARAMS, load_or_exit
@@ -20,23 +24,45 @@ STAGES = {
     "prompt": "the whole prompt pipeline for data.prompt",
 }
 
+# The --method choices of each stage that takes one: argparse rejects anything else (exit 2) before
+# params are read, Prefect starts or a folder is made.
+METHODS = {
+    "summarize-align": ("pgg", "mle", "seqpg"),
+    "summarize-evaluate": ("lead", "warmstart", "pgg", "mle", "seqpg"),
+    "prompt-train": ("pgg", "seqpg", "random"),
+    "prompt-evaluate": ("none", "manual", "random", "seqpg", "pgg"),
+}
+
 UNTRACKED_STAGES = {"prepare", "summarize-warmstart", "prompt-embed"}  # stages that log nothing to MLflow
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(prog: str = "pgg") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m flows",
-        description=__doc__,
-        epilog="\n".join(f"  {k:22s}{v}" for k, v in STAGES.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=list(STAGES))
-    parser.add_argument("--method", help="method for align/evaluate stages")
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages.add_parser("run", help="the whole pipeline: dvc repro [ARGS] against one Prefect server")
+    for name, description in STAGES.items():
+        stage = stages.add_parser(name, help=description, description=description)
+        if name in METHODS:
+            stage.add_argument("--method", required=True, choices=METHODS[name])
+        stage.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # everything after `run` belongs to dvc repro, unparsed
+        import os
+
+        from flows.server import run_with_server
+
+        # the stages call `python` and `dvc`: this interpreter's, even when the venv is not activated
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return run_with_server(["dvc", "repro", *argv[1:]])
+    args = build_parser(prog).parse_args(argv)
+    method = getattr(args, "method", None)
     config = load_or_exit(args.params)  # validates before anything heavy is imported
-    if args.stage.endswith(("-align", "-evaluate", "-train")) and not args.method:
-        parser.error(f"{args.stage} needs --method")
 
     from flows.tracking import TrackingUnavailable, check_reachable, tracking_uri
 
@@ -49,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.checkpoints import CheckpointError
 
     try:
-        return _run(args.stage, args.method, config)
+        return _run(args.stage, method, config)
     except (CheckpointError, TrackingUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -89,4 +115,4 @@ def _run(stage: str, method: str | None, config) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m flows"))

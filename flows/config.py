@@ -406,7 +406,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     root = config.data.root if config.data.root.is_absolute() else (path.parent / config.data.root)
     if not root.is_dir():
         raise ParamsError(
-            f"{path}: data.root: folder {root} does not exist; point it at the embedded corpora (../shared/data)"
+            f"{path}: data.root: folder {root} does not exist; run `make corpora` (copies ../shared/data in) "
+            "or point data.root at the embedded corpora"
         )
     runs_dir = (
         config.runtime.runs_dir

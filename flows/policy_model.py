@@ -2,7 +2,7 @@
 
 `reporting.log_policy_model` logs this file with the checkpoint folder as the artifact "policy". It
 needs only torch and transformers, so the registered model loads where pgg is not installed:
-``mlflow.pyfunc.load_model("models:/pgg-summarization/latest").predict(["article text"])``.
+``mlflow.pyfunc.load_model("models:/pgg-summarization@champion").predict(["article text"])``.
 """
 
 import mlflow

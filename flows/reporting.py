@@ -196,13 +196,14 @@ def log_policy_model(
     """Log a checkpoint folder as an MLflow pyfunc model; register it under ``registered_name`` if given.
 
     ``model_code`` is a models-from-code file (e.g. flows/policy_model.py) whose model loads the folder,
-    logged as the artifact "policy". Requirements are given, not inferred: inference would load the
+    logged as the artifact "policy". A registered version gets the alias ``champion``
+    (``models:/NAME@champion``). Requirements are given, not inferred: inference would load the
     model in a subprocess, which is slow.
     """
     import torch
     import transformers
 
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name="policy",
         python_model=str(model_code),
         artifacts={"policy": str(policy_dir)},
@@ -213,3 +214,10 @@ def log_policy_model(
         ],
         registered_model_name=registered_name,
     )
+    if registered_name and info.registered_model_version is not None:  # aliases, not deprecated stages
+        from flows.tracking import MODEL_ALIAS
+
+        mlflow.MlflowClient().set_registered_model_alias(
+            registered_name, MODEL_ALIAS, str(info.registered_model_version)
+        )
+    return info

@@ -51,7 +51,7 @@ from components.seq2seq_policy import (
     tokenize_sources,
 )
 from flows import reporting
-from flows.checkpoints import is_complete, load_guidance, load_policy, save_guidance, save_policy
+from flows.checkpoints import is_complete, load_guidance, load_policy, read_state, save_guidance, save_policy
 from flows.common import (
     PhaseTimer,
     apply_runtime,
@@ -67,7 +67,7 @@ from flows.config import Config
 from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
 from flows.prepare import summarization_dir
 from flows.resume import ResumableLoop, run_id_of
-from flows.tracking import check_reachable, pipeline_run, tracking_uri
+from flows.tracking import check_reachable, log_step_metric, pipeline_run, tracking_uri
 
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
@@ -247,7 +247,8 @@ def fit_guidance(
         max_length=sampling.max_target_tokens,
         max_source_length=sampling.max_source_tokens,
     )
-    report = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(lists).as_dict()
+    fitted = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(lists)
+    report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report
 
@@ -347,6 +348,7 @@ def train_iteration(
     stats = {
         "policy/loss": sum(h["loss"] for h in history) / max(len(history), 1),
         "seconds_per_step": sum(h["seconds"] for h in history) / max(len(history), 1),
+        "step_losses": [h["loss"] for h in history],  # MLflow's per-step curve train/policy_loss
     }
     if method == "pgg":
         stats["policy/first_token_weight"] = first_weight
@@ -507,7 +509,7 @@ def align_flow(config: Config, method: str) -> list[dict]:
     apply_runtime(config.runtime)
     warm, schedule = _warm_start_on_disk(config), config.loop.summarization
     loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method, warm))
-    policy, guidance, rows = warm, None, []
+    policy, guidance, rows, guidance_epochs = warm, None, [], 0
     with pipeline_run(config, TASK, method, extra_tags={"resumed_from": loop.previous_run_id}) as run:
         loop.started(run)
         for it in loop.iterations(1, schedule.iterations):  # an iteration: refit_every policy steps
@@ -530,8 +532,24 @@ def align_flow(config: Config, method: str) -> list[dict]:
             guidance = it.dir / "guidance" if (it.dir / "guidance").exists() else guidance
             rows.append(it.state["metrics"])
             mlflow.log_metrics(rows[-1], step=it.number)
+            guidance_epochs = _log_step_curves(it, schedule, guidance_epochs)
         _finish(config, method, loop, rows, policy)
     return rows
+
+
+def _state_of(folder: Path) -> dict:
+    return read_state(folder) if is_complete(folder) else {}
+
+
+def _log_step_curves(it, schedule, guidance_epochs: int) -> int:
+    """An iteration's per-step curves, read back from its checkpoints (so a resumed run logs them too):
+    train/policy_loss at the global policy step, train/guidance_loss at the guidance epoch counted
+    across refits. Returns the epochs counted so far."""
+    log_step_metric("train/policy_loss", _state_of(it.dir / "policy").get("step_losses", []),
+                    (it.number - 1) * schedule.refit_every)  # fmt: skip
+    epochs = _state_of(it.dir / "guidance").get("epoch_losses", [])
+    log_step_metric("train/guidance_loss", epochs, guidance_epochs)
+    return guidance_epochs + len(epochs)
 
 
 def _finish(config: Config, method: str, loop: ResumableLoop, rows: list[dict], policy: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,22 @@ import mlflow
 import yaml
 
 from flows.config import PROJECT_ROOT, Config
+
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MODEL_ALIAS = "champion"  # the registered policy of the latest pgg run: models:/pgg-summarization@champion
+
+
+def log_step_metric(key: str, values: list[float], first_step: int) -> None:
+    """One value per optimizer step, at global steps first_step+1, first_step+2, ... in one request."""
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    if run is None or not values:
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(v), now, first_step + i) for i, v in enumerate(values, start=1) if v == v]
+    for start in range(0, len(metrics), 1000):  # the tracking API takes at most 1000 metrics a request
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
 
 
 class TrackingUnavailable(RuntimeError):
@@ -80,6 +97,9 @@ def _use_experiment(uri: str, name: str) -> None:
         database = Path(uri.removeprefix("sqlite:///"))
         mlflow.create_experiment(name, artifact_location=(database.parent / "mlartifacts").resolve().as_uri())
     mlflow.set_experiment(name)
+    # MLflow 3 opens an experiment without this tag on its GenAI overview (traces: empty here); this kind
+    # opens the training-runs table and charts. Set on every run, so existing experiments switch too.
+    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 @contextmanager

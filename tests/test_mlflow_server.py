@@ -82,3 +82,26 @@ def test_pgg_loop_on_an_mlflow_server(tmp_path, data_root, mlflow_server):
     ]
     assert registered["name"] == "pgg-summarization"
     assert [v["run_id"] for v in versions] == [run_id]
+    aliases = {a["alias"]: a["version"] for a in registered.get("aliases", [])}
+    assert aliases == {"champion": versions[0]["version"]}  # aliases, not the deprecated stages
+
+    # the UI opens on the training-runs view, not MLflow 3's GenAI overview
+    experiment_tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+    assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"
+
+    def history(key: str) -> list[tuple[int, float]]:
+        query = urllib.parse.urlencode({"run_id": run_id, "metric_key": key, "max_results": 10000})
+        return sorted(
+            (m["step"], m["value"]) for m in http_json(f"{api}/metrics/get-history?{query}")["metrics"]
+        )
+
+    # per optimizer step, on one global step axis across iterations (4 policy steps, 2 iterations)
+    policy_curve = history("train/policy_loss")
+    assert [step for step, _ in policy_curve] == list(range(1, config.loop.summarization.policy_steps + 1))
+    states = [s.read_state(s.runs_dir(config) / "pgg" / f"iter-{i}" / "policy") for i in (1, 2)]
+    logged = [value for _, value in policy_curve]
+    assert logged == pytest.approx(states[0]["step_losses"] + states[1]["step_losses"])
+    assert sum(logged[:2]) / 2 == pytest.approx(rows[0]["policy/loss"])  # the iteration mean stays
+    guidance_curve = history("train/guidance_loss")  # one point per guidance epoch
+    epochs = s.read_state(s.runs_dir(config) / "pgg" / "iter-1" / "guidance")["epoch_losses"]
+    assert [value for _, value in guidance_curve] == pytest.approx(epochs) and len(epochs) >= 1

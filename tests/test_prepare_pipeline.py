@@ -34,7 +34,7 @@ def _project_copy(tmp_path: Path, data_root: Path) -> Path:
     for name in ("components", "flows"):
         shutil.copytree(PROJECT_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT_ROOT / "dvc.yaml", repo)
-    params = (PROJECT_ROOT / "params.yaml").read_text().replace("root: ../shared/data", f"root: {data_root}")
+    params = (PROJECT_ROOT / "params.yaml").read_text().replace("root: corpora ", f"root: {data_root} ")
     (repo / "params.yaml").write_text(params)
     return repo
 
