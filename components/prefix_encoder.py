@@ -53,7 +53,9 @@ def _check_bert(encoder: PreTrainedModel) -> None:
 
 
 @torch.no_grad()
-def encode_prefix(encoder: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixStates:
+def encode_prefix(
+    encoder: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> PrefixStates:
     """Run ``[CLS] x`` (padded, right) through the encoder once; keep every layer's keys and values."""
     _check_bert(encoder)
     out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
@@ -70,7 +72,9 @@ def encode_prefix(encoder: PreTrainedModel, input_ids: torch.Tensor, attention_m
 
 
 @torch.no_grad()
-def extend(encoder: PreTrainedModel, prefix: PrefixStates, continuations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def extend(
+    encoder: PreTrainedModel, prefix: PrefixStates, continuations: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Last-layer states of S continuations of each input: ``continuations`` [N, S, T] -> [N, S, T, H].
 
     ``mask`` [N, S, T] is True on real continuation tokens (padding is on the right).

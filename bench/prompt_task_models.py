@@ -1,0 +1,187 @@
+"""Task-model headroom: how much a good prompt can beat the manual one, for each embedded task model.
+
+For each design (the prototype classifier and the prefix-LM readings of ``PrefixLMTaskModel``) and
+dataset (16-shot, data seed 13), scores on train, dev and a test subsample: no prompt, the manual
+prompt, and random 5-token prompts from the policy's action space (whole-word MiniLM tokens).
+Reports the random prompts' median and 90th percentile, the test oracle (the best random prompt
+chosen on test itself: a ceiling no search can beat), and the dev-selected prompt (best on the
+32-row dev split, ties broken by train) with its accuracy on the full test split. Speed: prompts/s
+of scoring on the train split (the search's inner loop, batches of 16) and the seconds of one test
+evaluation of 16 candidates on the full test split.
+
+Run: python -m bench.prompt_task_models [--prompts 300] [--test-rows 400] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from bench.report import markdown_table, write_section
+from components.data import load_fsc
+from components.gap_reward import accuracy
+from components.models import ModelSpec, load_model
+from components.prompt_policy import whole_word_token_ids
+from components.task_models import PrefixLMTaskModel, PrototypeTaskModel, verbalizers_for
+
+MANUAL = {"sst-2": "It was", "agnews": "Category:"}
+DESIGNS = {
+    "prototype": "cos(emb(x), emb(p v_c))",
+    "filled": "cos(emb(x p v_c), emb(x)), prefix LM",
+    "conditioned": "cos(emb(x p), emb(v_c)), prefix LM",
+    "combined": "cos(emb(x p), emb(p v_c)), prefix LM",
+}
+
+
+def split(root: Path, dataset: str, name: str, rows: int | None = None) -> tuple[list[str], torch.Tensor]:
+    examples = load_fsc(root, dataset, 13, name)
+    if rows is not None and rows < len(examples):  # a fixed random subsample, the same for every design
+        pick = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:rows]
+        examples = [examples[i] for i in pick.tolist()]
+    return [e.text for e in examples], torch.tensor([e.label for e in examples])
+
+
+def build(design: str, tokenizer, encoder, dataset: str):
+    verbalizers = verbalizers_for(dataset)
+    if design == "prototype":
+        return PrototypeTaskModel(tokenizer, encoder, verbalizers)
+    return PrefixLMTaskModel(tokenizer, encoder, verbalizers, reading=design)
+
+
+def accuracies(model, prompts: list[str], inputs, labels: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    out = [
+        accuracy(model.class_probs(prompts[i : i + batch], inputs), labels)
+        for i in range(0, len(prompts), batch)
+    ]
+    return 100 * torch.cat(out)
+
+
+def measure(model, dataset: str, prompts: list[str], root: Path, test_rows: int) -> dict:
+    data = {name: split(root, dataset, name) for name in ("train", "dev")}
+    data["test-sub"] = split(root, dataset, "test", test_rows)
+    manual = MANUAL[dataset]
+    result: dict = {}
+    for name, (texts, labels) in data.items():
+        encoded = model.encode_inputs(texts)
+        model.class_probs([manual], encoded)  # warm-up (and fills the prefix cache)
+        start = time.perf_counter()
+        random_acc = accuracies(model, prompts, encoded, labels)
+        seconds = time.perf_counter() - start
+        result[name] = {
+            "none": 100 * accuracy(model.no_prompt_class_probs(encoded), labels).item(),
+            "manual": 100 * accuracy(model.class_probs([manual], encoded), labels).item(),
+            "random": random_acc.tolist(),
+        }
+        if name == "train":
+            result["prompts_per_s"] = len(prompts) / seconds
+    dev, train = torch.tensor(result["dev"]["random"]), torch.tensor(result["train"]["random"])
+    best = int(torch.argmax(dev + 1e-3 * train))
+    texts, labels = split(root, dataset, "test")
+    test = model.encode_inputs(texts)
+    candidates = [prompts[best], manual, *prompts[:14]]
+    start = time.perf_counter()
+    full = 100 * accuracy(model.class_probs(candidates, test), labels)
+    result["test_eval_16_s"] = time.perf_counter() - start
+    result["full_test"] = {
+        "rows": len(texts),
+        "dev_selected": full[0].item(),
+        "manual": full[1].item(),
+        "none": 100 * accuracy(model.no_prompt_class_probs(test), labels).item(),
+    }
+    result["dev_selected_prompt"] = prompts[best]
+    return result
+
+
+def row(dataset: str, design: str, r: dict) -> list:
+    sub = r["test-sub"]
+    rand = torch.tensor(sub["random"])
+    dev, test = torch.tensor(r["dev"]["random"]), rand
+    corr = torch.corrcoef(torch.stack([dev, test]))[0, 1].item()
+    full = r["full_test"]
+    return [
+        dataset,
+        f"{design}: {DESIGNS[design]}",
+        f"{sub['none']:.1f} / {full['none']:.1f}",
+        f"{sub['manual']:.1f} / {full['manual']:.1f}",
+        f"{rand.median():.1f}",
+        f"{rand.quantile(0.9):.1f}",
+        f"{rand.max():.1f} ({rand.max() - sub['manual']:+.1f})",
+        f"{full['dev_selected']:.1f} ({full['dev_selected'] - full['manual']:+.1f})",
+        f"{corr:.2f}",
+        f"{r['prompts_per_s']:.1f}",
+        f"{r['test_eval_16_s']:.0f}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    parser.add_argument("--datasets", nargs="+", default=["sst-2"])
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    parser.add_argument("--prompts", type=int, default=300)
+    parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=Path("bench/results/prompt_task_models.json"))
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tokenizer, encoder = load_model(ModelSpec("minilm", "encoder"))
+    vocab = torch.tensor(whole_word_token_ids(tokenizer))
+    picks = torch.randint(len(vocab), (args.prompts, 5), generator=torch.Generator().manual_seed(1))
+    prompts = tokenizer.batch_decode(vocab[picks].tolist())
+
+    results = json.loads(args.results.read_text()) if args.results.exists() else {}
+    load_start = os.getloadavg()
+    for dataset in args.datasets:
+        for design in args.designs:
+            start = time.perf_counter()
+            r = measure(
+                build(design, tokenizer, encoder, dataset), dataset, prompts, args.data_root, args.test_rows
+            )
+            r.update(prompts=args.prompts, test_rows=args.test_rows, seconds=time.perf_counter() - start)
+            results[f"{dataset}/{design}"] = r
+            print(dataset, design, json.dumps(row(dataset, design, r)), flush=True)
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(results, indent=1))
+    if args.no_write:
+        return
+    headers = [
+        "dataset",
+        "design",
+        "none (sub / full)",
+        "manual (sub / full)",
+        "random median",
+        "random p90",
+        "test oracle (vs manual)",
+        "dev-selected, full test (vs manual)",
+        "corr(dev, test) over prompts",
+        "prompts/s (train, 32 rows)",
+        "test eval of 16 (s)",
+    ]
+    rows = [row(*key.split("/"), r) for key, r in results.items()]
+    n = {(r["prompts"], r["test_rows"]) for r in results.values()}
+    body = (
+        f"Data seed 13. Random prompts: 5 whole-word MiniLM tokens (the policy's action space), "
+        f"(prompts, test rows of the subsample) = {sorted(n)}; median, p90 and the oracle are over the random "
+        "prompts on the test subsample (`sub`), the dev-selected prompt (best on the 32-row dev split) and "
+        "none/manual are also on the full test split. corr: Pearson correlation of dev and test accuracy "
+        "over the random prompts (how well the 32-row dev split predicts test). prompts/s: one torch thread. "
+        f"Load average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+        "(2 cores shared with other jobs).\n\n" + markdown_table(headers, rows) + "\n\n" + CONCLUSION
+    )
+    write_section(
+        "prompt_task_models", "Prompt task models: headroom of a good prompt over the manual one", body
+    )
+
+
+CONCLUSION = """See README/report for the conclusion."""
+
+if __name__ == "__main__":
+    main()
