@@ -107,7 +107,7 @@ def _task_model(task_model: str, name: str, dataset: str, temperature: float, de
     kind = TASK_MODEL_KINDS[task_model]
     kwargs = {"temperature": temperature} if kind in ("prototype", "prefix_lm") else {}
     model = build_task_model(name, dataset, kind, **kwargs)
-    (model.encoder if kind == "prototype" else model.model).to(device)
+    (model.model if kind == "masked_lm" else model.encoder).to(device)
     return model
 
 
