@@ -198,7 +198,11 @@ test). The `filled` prefix-LM reading (`task_model: prefix_lm`, `PrefixLMTaskMod
 is the one where prompts matter: the manual prompt is weak under it, random prompts spread widely, the
 test oracle is far above manual and the dev-selected prompt keeps most of that on the full test split;
 dev accuracy also tracks test accuracy best (corr column), so a search has something to find. The
-`conditioned` and `combined` readings have a lower level and less usable spread.
+`conditioned` and `combined` readings had a lower level and less usable spread in a 150-row probe
+(rows appear here once the command finishes them). **Where it loses:** its level is lower. On SST-2 its
+dev-selected prompt (70.1 on the full test split, +7.3 over its own manual 62.8) is still below the
+prototype's manual "It was" (72.9) and dev-selected prompt (73.6): the headroom exists because the
+manual prompt is poor under this reading, not because the reading classifies better.
 
 **What it costs.** Every (input, prompt) runs C x ~7 appended positions through the 6 layers against
 the cached input keys/values, so scoring is ~30x slower than the prototype (prompts/s column). The
