@@ -205,9 +205,9 @@ prototype's manual "It was" (72.9) and dev-selected prompt (73.6): the headroom 
 manual prompt is poor under this reading, not because the reading classifies better.
 
 **What it costs.** Every (input, prompt) runs C x ~7 appended positions through the 6 layers against
-the cached input keys/values, so scoring is ~30x slower than the prototype (prompts/s column). The
+the cached input keys/values, so scoring is 20-40x slower than the prototype (prompts/s column; 2.7-3.9 prompts/s measured at load 2-4.5). The
 quick default scores 2,640 prompts per search method x 3 methods on the 32-row train split: ~7,900
-prompts, i.e. ~35 min at 3.9 prompts/s on one shared core, so `prefix_lm` does not fit the 10-minute
+prompts, i.e. 35-50 min on one shared core, so `prefix_lm` does not fit the 10-minute
 quick default as is; it suits a bench profile, or a quick profile with ~4x fewer task-model queries
 and 2 threads.
 
