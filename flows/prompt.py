@@ -73,7 +73,7 @@ TASK = "prompt"
 SEARCH_METHODS = ("pgg", "seqpg", "random")
 METHODS = ("none", "manual", *SEARCH_METHODS)
 SPLITS = ("train", "dev", "test")
-TASK_MODEL_KINDS = {"prototype": "prototype", "mlm": "masked_lm"}
+TASK_MODEL_KINDS = {"prototype": "prototype", "prefix_lm": "prefix_lm", "mlm": "masked_lm"}
 
 
 def run_name(config: Config) -> str:
@@ -104,9 +104,9 @@ def _check_method(method: str, allowed: tuple[str, ...]) -> None:
 def _task_model(task_model: str, name: str, dataset: str, temperature: float, device: torch.device):
     """The frozen task model ``task_model`` (prototype | mlm) on the backbone ``name``."""
     kind = TASK_MODEL_KINDS[task_model]
-    kwargs = {"temperature": temperature} if kind == "prototype" else {}
+    kwargs = {"temperature": temperature} if kind in ("prototype", "prefix_lm") else {}
     model = build_task_model(name, dataset, kind, **kwargs)
-    (model.encoder if kind == "prototype" else model.model).to(device)
+    (model.model if kind == "masked_lm" else model.encoder).to(device)
     return model
 
 

@@ -139,3 +139,71 @@ def test_minilm_prototype_it_was_beats_no_prompt():
     with_prompt = (task.class_probs(["It was"], encoded).argmax(-1) == labels).float().mean()
     without = (task.no_prompt_class_probs(encoded).argmax(-1) == labels).float().mean()
     assert with_prompt == 1.0 and with_prompt > without
+
+
+# --- prefix-LM task model -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder():
+    return load_model(ModelSpec("tiny", "encoder"))
+
+
+def test_prefix_cache_equals_the_full_forward_with_the_prefix_lm_mask(tiny_encoder):
+    from components.prefix_encoder import encode_prefix, extend, pooled_continuations
+
+    tokenizer, encoder = tiny_encoder
+    inputs = [tokenizer(t)["input_ids"][:-1] for t in TEXTS[:2]]  # [CLS] x, without [SEP]
+    continuations = [
+        tokenizer(c, add_special_tokens=False)["input_ids"] + [102] for c in ("it was great", "so")
+    ]
+    width, length = max(map(len, continuations)), max(map(len, inputs))
+    ids = torch.tensor([r + [0] * (length - len(r)) for r in inputs])
+    prefix = encode_prefix(encoder, ids, (ids != 0).long())
+    cont = torch.tensor([[c + [0] * (width - len(c)) for c in continuations]] * 2)
+    mask = torch.tensor([[[True] * len(c) + [False] * (width - len(c)) for c in continuations]] * 2)
+    states = extend(encoder, prefix, cont, mask)
+    pooled = pooled_continuations(prefix, states, mask)
+    for n, x in enumerate(inputs):
+        for s, c in enumerate(continuations):
+            full = torch.tensor([x + c])
+            attend = torch.ones(full.shape[1], full.shape[1], dtype=torch.bool)
+            attend[: len(x), len(x) :] = False  # input tokens never see the continuation
+            reference = encoder(input_ids=full, attention_mask=attend[None, None]).last_hidden_state[0]
+            assert torch.allclose(states[n, s, : len(c)], reference[len(x) :], atol=1e-5)
+            assert torch.allclose(
+                pooled[n, s], torch.nn.functional.normalize(reference.mean(0), dim=-1), atol=1e-5
+            )
+
+
+@pytest.mark.parametrize("reading", ["filled", "conditioned", "combined"])
+def test_prefix_lm_task_model_interface_and_cache(tiny_encoder, reading):
+    from components.task_models import PrefixLMTaskModel
+
+    model = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("agnews"), reading=reading, batch_size=3)
+    prompts = ["it was", "the movie is really", "news about"]
+    encoded = model.encode_inputs(TEXTS)
+    first = model.class_probs(prompts, encoded)
+    assert first.shape == (3, 4, 4) and torch.allclose(first.sum(-1), torch.ones(3, 4))
+    assert model._cache  # a small split keeps its keys and values
+    assert torch.allclose(model.class_probs(prompts, encoded), first)  # cached
+    assert torch.allclose(model.class_probs(prompts, TEXTS), first, atol=1e-6)  # uncached
+    one_by_one = torch.cat([model.class_probs([p], [t]) for p in prompts for t in TEXTS]).view(3, 4, 4)
+    assert torch.allclose(one_by_one, first, atol=1e-5)  # batching and padding do not leak
+    assert model.no_prompt_class_probs(encoded).shape == (1, 4, 4)
+    assert not torch.allclose(first[0], first[1])
+    with pytest.raises(PromptError, match="empty or only special tokens"):
+        model.class_probs([" "], encoded)
+
+
+def test_prefix_lm_prompt_changes_how_the_input_is_read(tiny_encoder):
+    """Unlike the prototype model, the prompt moves the input side of the score, not only the classes."""
+    from components.task_models import PrefixLMTaskModel
+
+    model = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("sst-2"), reading="conditioned")
+    encoded = model.encode_inputs(TEXTS)
+    (_, prefix, embedding), *_ = model._prefix_batches(encoded)
+    read_a, read_b = model._pooled(prefix, ["it was"]), model._pooled(prefix, ["so very dull"])
+    assert not torch.allclose(read_a, read_b)
+    assert not torch.allclose(read_a[:, 0], embedding)
+    assert build_task_model("tiny", "sst-2", "prefix_lm").reading == "filled"
