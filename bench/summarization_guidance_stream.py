@@ -283,7 +283,7 @@ data at run time), so `preference: meteor` still needs `python -m nltk.downloade
     write_section(
         "summarization_guidance_stream",
         "Summarization guidance on fresh lists of unseen articles (before any policy step)",
-        body + ("\n" + args.note if args.note else ""),
+        body + ("\n" + Path(args.note_file).read_text() if args.note_file else ""),
     )
 
 
@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--held-lists", type=int, default=160)
     parser.add_argument("--rows", default="frozen,all,top2,embedding,frozen256")
     parser.add_argument("--root", default="runs/bench/summarization_guidance_stream")
-    parser.add_argument("--note", default="", help="text appended to the section (the reading of the table)")
+    parser.add_argument("--note-file", default=None, help="markdown appended to the section (the reading)")
     args = parser.parse_args()
     unknown = [name for name in args.rows.split(",") if name not in FITS]
     if unknown:
