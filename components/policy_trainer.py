@@ -3,8 +3,9 @@
 - ``mle``:   supervised fine-tuning, uniform token weights (also the warm start).
 - ``pgg``:   reward-weighted MLE on the references, w_t = r_t / sum r over the sequence, with r from the
              learned token-level guidance (precomputed per reference, no gradient through r). Optional
-             extras from the paper: REINFORCE on sampled summaries with r as token weights, and an
-             entropy bonus.
+             extras from the paper: REINFORCE on sampled summaries with r as token weights (a sampled
+             eos gets its sequence's mean r, as a reference's eos does: the guidance never saw eos),
+             and an entropy bonus.
 - ``seqpg``: MLE plus sequence-level REINFORCE on K samples per article, each rewarded with the
              sequence metric itself, leave-one-out baseline (RLOO): the "bandit" counterpart.
 
@@ -35,7 +36,7 @@ from components.policy_losses import (
     weighted_mle_loss,
 )
 from components.rouge import mean_rouge_f
-from components.seq2seq_policy import sample_k, sequence_log_probs, source_kwargs
+from components.seq2seq_policy import sample_k, sequence_log_probs, source_kwargs, special_ids
 
 METHODS = ("mle", "pgg", "seqpg")
 # (sampled texts, their references) -> one reward per sample
@@ -251,8 +252,11 @@ def _batch_loss(
             pg = rloo_loss(sampled.logp, sampled.mask, rewards, config.k, per_token_mean=True)
             stats["sample_reward"] = rewards.mean().item()
         else:
+            _, eos_id, _ = special_ids(model)
             with torch.no_grad():
-                sample_rewards = guidance(samples.labels, samples.mask, rows.repeat_interleave(config.k))
+                sample_rewards = guidance_without_eos(
+                    guidance, samples.labels, samples.mask, rows.repeat_interleave(config.k), eos_id
+                )
             baseline = _token_mean(sample_rewards, samples.mask, accelerator)  # over the global batch
             centred = (sample_rewards - baseline) * samples.mask
             pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))
@@ -260,6 +264,24 @@ def _batch_loss(
         stats["pg_loss"] = pg.item()
     stats["loss"] = loss.item()
     return loss, stats
+
+
+def guidance_without_eos(
+    guidance: TokenGuidance, labels: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, eos_id: int
+) -> torch.Tensor:
+    """Guidance rewards ``[B, T]`` of sampled sequences, read as the guidance was fit: without eos.
+
+    The guidance is trained on re-tokenised text, which has no eos, so its r at an eos is an
+    extrapolation. As for the references in the WMLE path, the guidance scores the tokens before eos
+    and each eos gets its sequence's mean reward (0 for a sample that is eos alone). A sample cut at
+    the length limit has no eos and is scored whole. Pads stay 0."""
+    is_eos = (labels == eos_id) & mask.bool()
+    body = mask * (~is_eos).to(mask.dtype)
+    rewards = guidance(labels, body, rows)
+    body = body.to(rewards.device, rewards.dtype)
+    rewards = rewards * body
+    mean = rewards.sum(dim=1) / body.sum(dim=1).clamp(min=1)
+    return torch.where(is_eos.to(rewards.device), mean[:, None].expand_as(rewards), rewards)
 
 
 def _token_mean(values: torch.Tensor, mask: torch.Tensor, accelerator) -> torch.Tensor:

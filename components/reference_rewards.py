@@ -3,8 +3,9 @@
 Summarization pgg trains on the references with w_t = r_t / sum r (``policy_losses.token_weights``),
 where r_t comes from a fitted ``TokenRewardModel``. The guidance was fit on candidate texts
 re-tokenised without special tokens, so it never saw an end-of-sequence token; the policy's
-targets end with one. The rule, the same for references and samples: the eos token gets its
-sequence's mean reward, and only the tokens before it go through the reward model.
+targets end with one. The rule, the same for references (here) and samples
+(``policy_trainer.guidance_without_eos``): the eos token gets its sequence's mean reward, and only
+the tokens before it go through the reward model.
 
 Sources: a seq2seq reward model shares the policy's input (cached encoder states of a frozen
 encoder, or token ids); a single-stack one (``causal_lm``, ``encoder``) reads the article's own
@@ -106,20 +107,15 @@ def reference_token_rewards(
 
 
 def sample_guidance(
-    reward_model: TokenRewardModel, sources: EncodedSources | dict, eos_token_id: int, device
+    reward_model: TokenRewardModel, sources: EncodedSources | dict, device
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The ``TokenGuidance`` of ``policy_trainer.train_policy``: token rewards of sampled sequences
-    (labels, mask, dataset row of each sample's source). A sampled eos gets its sequence's mean, as
-    for the references; a sample cut at the length limit has no eos, and every token is read."""
+    (labels, mask, dataset row of each sample's source). The trainer hides a sampled eos from it and
+    gives the eos its sequence's mean (``policy_trainer.guidance_without_eos``), as for references."""
 
     def rewards(sample_labels: torch.Tensor, sample_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        body_mask = sample_mask * (sample_labels != eos_token_id).to(sample_mask.dtype)
-        token_rewards = reward_model(
-            sample_labels.to(device),
-            body_mask.long().to(device),
-            **_on(device, reward_source_kwargs(sources, rows)),
-        )
-        return with_eos_as_mean(token_rewards, body_mask, sample_mask)
+        kwargs = _on(device, reward_source_kwargs(sources, rows))
+        return reward_model(sample_labels.to(device), sample_mask.long().to(device), **kwargs)
 
     return rewards
 

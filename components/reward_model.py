@@ -23,7 +23,10 @@ Head: Linear(H, head_hidden) → ReLU → Linear(head_hidden, 1), Xavier init wi
 - ``sigmoid``: r = σ(x) in (0, 1) (float32 may round the ends to 0 or 1).
 
 With ``freeze_backbone=True`` only the head trains; the backbone runs without gradients and
-stays in eval mode (no dropout) even when the module is put in train mode.
+stays in eval mode (no dropout) even when the module is put in train mode. ``trainable_layers=n``
+(with ``freeze_backbone=False``) trains only the top n transformer layers of the token stack and the
+head; ``None`` trains the whole backbone. A trainable backbone cannot have its states cached, so the
+guidance trainer then runs it at every step.
 """
 
 from __future__ import annotations
@@ -65,6 +68,15 @@ def backbone_kind(model: nn.Module) -> str:
     return "encoder"
 
 
+def transformer_layers(body: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks (BERT ``encoder.layer``, GPT-2 ``h``, Llama ``layers``, ...):
+    the longest ``nn.ModuleList`` in the body."""
+    stacks = [m for m in body.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise ValueError(f"{type(body).__name__} has no list of transformer layers to unfreeze")
+    return max(stacks, key=len)
+
+
 def _body(model: nn.Module) -> nn.Module:
     """The transformer without an LM head (``base_model`` is the model itself when it has none)."""
     return getattr(model, "base_model", model)
@@ -79,6 +91,7 @@ class TokenRewardModel(nn.Module):
         squash: str = "softplus",
         freeze_backbone: bool = False,
         init_gain: float = 1e-4,
+        trainable_layers: int | None = None,
     ):
         super().__init__()
         kind = kind or backbone_kind(backbone)
@@ -97,9 +110,20 @@ class TokenRewardModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden_size, head_hidden), nn.ReLU(), nn.Linear(head_hidden, 1))
         self.reset_head()
         self.freeze_backbone = freeze_backbone
+        self.trainable_layers = trainable_layers
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+        elif trainable_layers is not None:
+            layers = transformer_layers(self._token_body())
+            if not 0 <= trainable_layers <= len(layers):
+                raise ValueError(
+                    f"trainable_layers must be between 0 and the backbone's {len(layers)} layers; "
+                    f"got {trainable_layers}"
+                )
+            self.backbone.requires_grad_(False)
+            for layer in list(layers)[len(layers) - trainable_layers :]:
+                layer.requires_grad_(True)
 
     @classmethod
     def from_spec(
@@ -250,6 +274,7 @@ class TokenRewardModel(nn.Module):
             "squash": self.squash,
             "freeze_backbone": self.freeze_backbone,
             "init_gain": self.init_gain,
+            "trainable_layers": self.trainable_layers,
         }
         (directory / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
         if tokenizer is not None:
@@ -278,6 +303,7 @@ class TokenRewardModel(nn.Module):
             squash=settings["squash"],
             freeze_backbone=settings["freeze_backbone"] if freeze_backbone is None else freeze_backbone,
             init_gain=settings["init_gain"],
+            trainable_layers=settings.get("trainable_layers"),
         )
         model.head.load_state_dict(torch.load(directory / HEAD_FILE, map_location="cpu", weights_only=True))
         return model.eval()

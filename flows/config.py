@@ -79,7 +79,9 @@ class SummarizationModels(Section):
 
 class PromptModels(Section):
     policy: str  # minilm | tiny | any causal LM name (distilgpt2)
-    task_model: Literal["prototype", "prefix_lm", "mlm"]  # prefix_lm: prompt-conditioned MiniLM (filled reading)
+    task_model: Literal[
+        "prototype", "prefix_lm", "mlm"
+    ]  # prefix_lm: prompt-conditioned MiniLM (filled reading)
     task_model_name: str  # roberta-large for the paper's mlm task model
     reward_backbone: str  # must share the policy's tokenizer (token rewards align by id)
     reward_backbone_kind: Literal["causal_lm", "encoder"]  # causal: r_t sees only a_<=t

@@ -9,6 +9,7 @@ Layout under runs/summarization/ (DVC outputs):
   {method}/iter-{i}/policy/         policy after iteration i
   {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
   {method}/iter-{i}/state.json      iteration metrics + input fingerprint; written last
+  test_predictions/{method}.jsonl   per-article test predictions and ROUGE (evaluate)
   pgg/reference_states.pt           frozen reward-backbone states of the training references,
                                     computed at the first refit and reused by the later ones
 An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
@@ -17,6 +18,7 @@ so a killed run resumes from its last complete iteration (flows/resume.py).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -41,13 +43,12 @@ from components.reference_rewards import (
     sample_guidance,
 )
 from components.reward_model import TokenRewardModel
-from components.rouge import compute_rouge
+from components.rouge import compute_rouge, rouge_per_example
 from components.seq2seq_policy import (
     encode_targets,
     freeze_encoder,
     greedy_texts,
     sample_lists,
-    special_ids,
     tokenize_sources,
 )
 from flows import reporting
@@ -337,7 +338,7 @@ def train_iteration(
             )
         rewards = reference_token_rewards(reward_model, labels, mask, readings, states=states)
         first_weight = leading_weight(rewards, mask)
-        guidance = sample_guidance(reward_model, readings, special_ids(model)[1], accelerator.device)
+        guidance = sample_guidance(reward_model, readings, accelerator.device)
     policy = config.policy.summarization
     history = train_policy(
         model, tokenizer, sources, labels, mask,
@@ -379,7 +380,7 @@ def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: in
         {"id": e.id, "reference": e.target, "prediction": p}
         for e, p in zip(examples[:n_examples], predictions, strict=False)
     ]
-    return {"rouge": scores, "n": len(examples), "samples": samples}
+    return {"rouge": scores, "n": len(examples), "samples": samples, "predictions": predictions}
 
 
 # --- flows ------------------------------------------------------------------------------------
@@ -580,6 +581,25 @@ def evaluate_policies(config: Config, policies: dict[str, Path], split: str) -> 
     return {name: future.result() for name, future in futures.items()}
 
 
+def test_predictions_file(config: Config, method: str) -> Path:
+    """Per-article test predictions of a method; beside, not inside, the align stage's DVC output."""
+    return runs_dir(config) / "test_predictions" / f"{method}.jsonl"
+
+
+def write_test_predictions(path: Path, examples, predictions: list[str]) -> None:
+    """One JSON line per test article: id, reference, prediction and its ROUGE F1 x 100, for paired
+    per-article comparisons between methods (bench.summarization's bootstrap intervals)."""
+    per_article = rouge_per_example(predictions, [e.target for e in examples])
+    rows = [
+        {"id": e.id, "reference": e.target, "prediction": p, **{k: 100 * v for k, v in r.items()}}
+        for e, p, r in zip(examples, predictions, per_article, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
+
+
 @flow(name="summarization-evaluate")
 def evaluate_flow(config: Config, method: str, evaluation: dict | None = None) -> dict:
     """Test-set ROUGE of a method's final policy (or of the lead-k baseline) into metrics/summarization/.
@@ -592,9 +612,10 @@ def evaluate_flow(config: Config, method: str, evaluation: dict | None = None) -
         k = config.eval.summarization.lead_k
         predictions = lead_summaries([e.source for e in examples], k)
         scores = {key: 100 * v for key, v in compute_rouge(predictions, [e.target for e in examples]).items()}
-        result = {"rouge": scores, "n": len(examples), "samples": []}
+        result = {"rouge": scores, "n": len(examples), "samples": [], "predictions": predictions}
     else:
         result = evaluation or evaluate_policy(final_policy(config, method), "test", config)
+    write_test_predictions(test_predictions_file(config, method), examples, result["predictions"])
     metrics = {f"test_{key}": round(value, 3) for key, value in result["rouge"].items()}
     metrics["n_test"] = result["n"]
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)

@@ -3,8 +3,8 @@ import torch
 
 from components.encoder_cache import encode_sources
 from components.models import ModelSpec, load_model
-from components.policy_trainer import train_policy
-from components.seq2seq_policy import encode_targets, freeze_encoder, tokenize_sources
+from components.policy_trainer import guidance_without_eos, train_policy
+from components.seq2seq_policy import encode_targets, freeze_encoder, special_ids, tokenize_sources
 from tests.conftest import policy_config
 
 ARTICLES = [f"the {w} market rose sharply on monday as traders bought {w} shares" for w in
@@ -109,3 +109,38 @@ def test_missing_inputs_are_clear_errors(tiny):
         train_policy(model, tokenizer, sources, labels, mask, policy_config(method="pgg", steps=1))
     with pytest.raises(ValueError, match="unknown method"):
         policy_config(method="ppo")
+
+
+def test_sampled_eos_gets_its_sequence_mean_reward_and_the_guidance_never_sees_it():
+    eos, pad = 9, 0
+    # eos after 3 tokens; eos alone; cut at the length limit (no eos)
+    labels = torch.tensor([[4, 5, 6, eos], [eos, pad, pad, pad], [4, 4, 5, 6]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]])
+    seen = []
+
+    def guidance(sample_labels, sample_mask, rows):
+        seen.append(sample_mask.clone())
+        return (sample_labels.float() / 10) * sample_mask  # r_t = token id / 10 on what it is shown
+
+    rewards = guidance_without_eos(guidance, labels, mask, torch.arange(3), eos)
+    assert seen[0].tolist() == [[1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]]  # eos hidden from the guidance
+    assert rewards[0].tolist() == pytest.approx([0.4, 0.5, 0.6, 0.5])  # eos: mean of its sequence
+    assert rewards[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # eos alone: no body, reward 0
+    assert rewards[2].tolist() == pytest.approx([0.4, 0.4, 0.5, 0.6])  # no eos: scored whole
+
+
+def test_pgg_reinforce_scores_samples_without_eos(tiny):
+    tokenizer, model, sources, labels, mask = tiny
+    _, eos, _ = special_ids(model)
+    shown = []
+
+    def guidance(sample_labels, sample_mask, rows):
+        shown.append(((sample_labels == eos) & sample_mask.bool()).sum().item())
+        return torch.full(sample_labels.shape, 0.5) * sample_mask
+
+    config = policy_config(method="pgg", steps=2, batch_size=4, k=2, reinforce_coef=1.0, max_target_tokens=4)
+    train_policy(
+        model, tokenizer, sources, labels, mask, config, token_rewards=torch.full_like(mask, 0.5) * mask,
+        guidance=guidance,
+    )  # fmt: skip
+    assert len(shown) == 2 and shown == [0, 0]  # the guidance was called each step, never shown an eos

@@ -35,28 +35,15 @@ def test_reference_rewards_from_cached_backbone_states_match_the_live_model():
     assert torch.equal(live * (1 - mask), torch.zeros_like(live))
 
 
-def test_sampled_eos_gets_the_mean_and_a_cut_sample_is_read_whole():
-    """The REINFORCE path treats eos as the reference path does: the guidance never saw one."""
-    reward_model, eos = _reward_model(), 102
-    labels = torch.tensor([[1500, 1600, 1700, eos, 0], [1500, 1600, 1700, 1800, 1900]])
-    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.float)
+def test_sample_guidance_reads_each_samples_own_article():
+    reward_model = _reward_model()
+    labels = torch.randint(1000, 2000, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float)
     sources = {
-        "input_ids": torch.randint(1000, 2000, (2, 4)),
-        "attention_mask": torch.ones(2, 4, dtype=torch.long),
+        "input_ids": torch.randint(1000, 2000, (3, 4)),
+        "attention_mask": torch.ones(3, 4, dtype=torch.long),
     }
-    rewards = sample_guidance(reward_model, sources, eos, "cpu")(labels, mask, torch.arange(2))
-    assert torch.allclose(rewards[0, 3], rewards[0, :3].mean()) and rewards[0, 4] == 0
-    body = reward_model(
-        labels[:1, :3],
-        torch.ones(1, 3, dtype=torch.long),
-        sources["input_ids"][:1],
-        sources["attention_mask"][:1],
-    )
-    assert torch.allclose(rewards[0, :3], body[0])  # the eos did not change the body's rewards (causal)
-    whole = reward_model(
-        labels[1:],
-        torch.ones(1, 5, dtype=torch.long),
-        sources["input_ids"][1:],
-        sources["attention_mask"][1:],
-    )
-    assert torch.allclose(rewards[1], whole[0])  # no eos: every token through the reward model
+    rows = torch.tensor([2, 0])
+    rewards = sample_guidance(reward_model, sources, "cpu")(labels, mask, rows)
+    live = reward_model(labels, mask.long(), sources["input_ids"][rows], sources["attention_mask"][rows])
+    assert torch.allclose(rewards, live) and rewards[0, 3:].eq(0).all()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from components.models import ModelSpec
-from components.reward_model import TokenRewardModel, backbone_kind
+from components.reward_model import TokenRewardModel, backbone_kind, transformer_layers
 
 KINDS = ["encoder", "causal_lm", "seq2seq"]
 
@@ -103,6 +103,21 @@ def test_frozen_backbone_trains_only_the_head_and_stays_in_eval_mode():
     model(ids, mask, source_ids=source, source_attention_mask=source_mask).sum().backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_trainable_layers_train_only_the_top_layers_and_the_head(tmp_path):
+    model = _model("causal_lm", trainable_layers=1).train()
+    layers = transformer_layers(model.backbone.base_model)
+    assert len(layers) == 2
+    ids, mask, source, source_mask = _inputs()
+    model(ids, mask, source_ids=source, source_attention_mask=source_mask).sum().backward()
+    trained = {id(p) for p in model.backbone.parameters() if p.grad is not None}
+    assert trained == {id(p) for p in layers[1].parameters()}  # the top block only, no embeddings
+    assert all(p.grad is not None for p in model.head.parameters())
+    model.save(tmp_path / "rm")
+    assert TokenRewardModel.load(tmp_path / "rm").trainable_layers == 1
+    with pytest.raises(ValueError, match="trainable_layers"):
+        _model("causal_lm", trainable_layers=3)
 
 
 def test_reset_head_restores_constant_rewards():

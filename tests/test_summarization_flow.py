@@ -102,6 +102,12 @@ def test_evaluate_writes_metrics_for_methods_and_lead(tiny_config, mlflow_uri):
         metrics = s.evaluate_flow(tiny_config, method)
         saved = json.loads((s.metrics_dir(tiny_config) / f"{method}.json").read_text())
         assert saved == metrics and saved["n_test"] == 6 and 0 <= saved["test_rougeL"] <= 100
+        rows = [
+            json.loads(line) for line in s.test_predictions_file(tiny_config, method).read_text().splitlines()
+        ]
+        assert len({row["id"] for row in rows}) == 6  # one line per test article, for paired comparisons
+        mean = sum(row["rougeL"] for row in rows) / len(rows)
+        assert mean == pytest.approx(saved["test_rougeL"], abs=1e-3)
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(tiny_config, tmp_path):
