@@ -18,6 +18,7 @@ STAGES = {
     "prompt-train": "the prompt search for one --method (pgg, seqpg, random)",
     "prompt-evaluate": "select on dev, test accuracy for one --method (none, manual, random, seqpg, pgg)",
     "prompt": "the whole prompt pipeline for data.prompt",
+    "guidance-fit": "token reward model (+ sequence baseline) on guidance_fit.data",
 }
 
 UNTRACKED_STAGES = {"prepare", "summarize-warmstart", "prompt-embed"}  # stages that log nothing to MLflow
@@ -48,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     from flows.checkpoints import CheckpointError
 
+    from components.preferences import PreferenceError
+
     try:
         return _run(args.stage, args.method, config)
+    except PreferenceError as err:  # bad user data: one line, exit 2, nothing written
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (CheckpointError, TrackingUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -85,6 +91,11 @@ def _run(stage: str, method: str | None, config) -> int:
             print(f"{method}: {p.evaluate_flow(config, method)}")
         else:
             print(p.prompt_pipeline(config))
+    elif stage == "guidance-fit":
+        from flows import guidance_fit as g
+
+        g.read_split(config.guidance_fit, config.runtime.seed)  # bad data stops here, before any flow run
+        print(g.guidance_fit_flow(config))
     return 0
 
 
