@@ -20,7 +20,7 @@ from tests.conftest import write_params
 
 def _params(tmp_path, data, **fit):
     settings = {
-        "data": str(data), "backbone": "tiny", "head_hidden": 16, "epochs": 3, "baseline_epochs": 3,
+        "data": str(data), "backbone": "tiny", "head_hidden": 16, "epochs": 2, "baseline_epochs": 2,
         "output_dir": str(tmp_path / "out" / "model"), "report": str(tmp_path / "out" / "report.json"),
         **fit,
     }  # fmt: skip
@@ -29,12 +29,12 @@ def _params(tmp_path, data, **fit):
 
 
 def test_fit_on_a_tiny_trl_file_and_load_it_back(tmp_path, prefect_server, mlflow_uri):
-    data = write_synthetic_pairs(tmp_path / "prefs.jsonl", n=40)
+    data = write_synthetic_pairs(tmp_path / "prefs.jsonl", n=20)
     params = _params(tmp_path, data)
     assert main(["guidance-fit", "--params", str(params)]) == 0
     config = load_params(params)
     report = json.loads(config.guidance_fit.report.read_text())
-    assert report["n_val"] == 8 and report["n_train"] == 32
+    assert report["n_val"] == 4 and report["n_train"] == 16
     assert 0 <= report["val_pairwise_accuracy"] <= 1 and 0 <= report["baseline_val_pairwise_accuracy"] <= 1
     folder = config.guidance_fit.output_dir
     assert not (folder / "backbone").exists()  # frozen: a reference to the base weights, not a copy
