@@ -187,3 +187,17 @@ def split_held_out(
     random.Random(seed).shuffle(order)
     n_val = min(max(round(len(lists) * val_fraction), 1), len(lists) - 1)
     return [lists[i] for i in order[n_val:]], [lists[i] for i in order[:n_val]]
+
+
+def ranked_lists_from_rows(rows: list[dict]) -> list[RankedList]:
+    """Sample-table rows ``{"article", "source", "candidate", "score"}`` (one per candidate, as the
+    summarization loop logs them) grouped into one ranked list per article; lists with < 2 candidates
+    are left out."""
+    groups: dict[object, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["article"], []).append(row)
+    return [
+        RankedList(group[0]["source"], [r["candidate"] for r in group], [float(r["score"]) for r in group])
+        for group in groups.values()
+        if len(group) >= 2
+    ]

@@ -123,3 +123,30 @@ def test_frozen_save_is_a_checked_reference(tmp_path):
     assert (tmp_path / "trained" / "backbone").is_dir()
     assert torch.equal(next(loaded.backbone.parameters()), next(trainable.backbone.parameters()))
     assert loaded.token_rewards(["the movie"]) == trainable.eval().token_rewards(["the movie"])
+
+
+def test_export_of_logged_sample_tables_reads_back_as_kwise(tmp_path, mlflow_uri):
+    import mlflow
+
+    from flows import reporting
+    from flows.export_rankings import export
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("export")
+    rows = [
+        {"article": 1, "source": "art one", "candidate": "a", "score": 0.5},
+        {"article": 1, "source": "art one", "candidate": "b", "score": 0.1},
+        {"article": 2, "source": "art two", "candidate": "c", "score": 0.3},
+        {"article": 2, "source": "art two", "candidate": "d", "score": 0.4},
+    ]
+    with mlflow.start_run() as run:
+        reporting.log_sample_table(rows, "iter-1")
+        reporting.log_sample_table(rows[:2], "iter-2")
+    out = tmp_path / "own.jsonl"
+    assert export(run.info.run_id, str(out)) == 3
+    lists = load_preference_data(out, "kwise")
+    assert [(r.source, r.candidates, r.scores) for r in lists[:2]] == [
+        ("art one", ("a", "b"), (0.5, 0.1)),
+        ("art two", ("c", "d"), (0.3, 0.4)),
+    ]
+    mlflow.set_tracking_uri(None)
