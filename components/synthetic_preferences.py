@@ -38,7 +38,9 @@ def synthetic_pairs(n: int, seed: int = 0, length: int = 8) -> list[dict]:
         chosen[slot], rejected[slot] = _word(better, rng), _word(worse, rng)
         if chosen == rejected:  # filler vs filler cannot happen, but keep the pair valid regardless
             continue
-        records.append({"prompt": rng.choice(PROMPTS), "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
+        records.append(
+            {"prompt": rng.choice(PROMPTS), "chosen": " ".join(chosen), "rejected": " ".join(rejected)}
+        )
     return records
 
 

@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         except TrackingUnavailable as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-    from flows.checkpoints import CheckpointError
-
     from components.preferences import PreferenceError
+    from flows.checkpoints import CheckpointError
 
     try:
         return _run(args.stage, args.method, config)

@@ -151,9 +151,7 @@ class GuidanceSection(Section):
     def trainer_config(self, seed: int, max_length: int, max_source_length: int):
         """The guidance trainer's ``GuidanceConfig``: this section's fields of the same name, plus the
         run's seed and token limits (which come from the sampling section)."""
-        return _guidance_config(
-            self, seed=seed, max_length=max_length, max_source_length=max_source_length
-        )
+        return _guidance_config(self, seed=seed, max_length=max_length, max_source_length=max_source_length)
 
 
 def _guidance_config(section: Section, **extra):

@@ -50,7 +50,9 @@ def prompt_deployment(params_path: str = "params.yaml", overrides: dict[str, Any
 
 
 @flow(name="pgg-guidance-fit")
-def guidance_fit_deployment(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+def guidance_fit_deployment(
+    params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> dict:
     """A token reward model on guidance_fit.data (the synthetic demo set when it is the default path)."""
     from flows.guidance_fit import guidance_fit_flow
 

@@ -29,13 +29,17 @@ def export(run_id: str, out: str) -> int:
         # articles are numbered per refit: keep lists of different refits apart
         lists += ranked_lists_from_rows([{**row, "article": (table, row["article"])} for row in rows])
     if not lists:
-        raise ValueError(f"MLflow run {run_id} has no samples/iter-N.json tables; pick a pgg summarization run")
+        raise ValueError(
+            f"MLflow run {run_id} has no samples/iter-N.json tables; pick a pgg summarization run"
+        )
     write_kwise_jsonl(lists, out)
     return len(lists)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.export_rankings", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.export_rankings", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_id", help="MLflow run id of a pgg summarization run")
     parser.add_argument("--out", default="runs/guidance_fit/own-samples.jsonl")
     args = parser.parse_args(argv)

@@ -99,7 +99,9 @@ def heatmap_rows(model: TokenRewardModel, held_out: list[RankedList], n: int, ma
         order = sorted(range(len(ranked.candidates)), key=lambda j: -ranked.scores[j])
         texts = [ranked.candidates[j] for j in order]
         sources = None if ranked.source is None else [ranked.source] * len(texts)
-        for rank, (j, pairs) in enumerate(zip(order, model.token_rewards(texts, sources, max_length)), 1):
+        for rank, (j, pairs) in enumerate(
+            zip(order, model.token_rewards(texts, sources, max_length), strict=True), 1
+        ):
             caption = f"record {number} · rank {rank}/{len(order)} · preference {ranked.scores[j]:g}"
             shown.append(reporting.TokenRewards(caption, tuple(pairs)))
     return shown
@@ -131,7 +133,9 @@ def log_reward_pyfunc(model_dir: Path, registered_name: str | None, max_length: 
         registered_model_name=registered_name,
     )
     if registered_name is not None and info.registered_model_version is not None:
-        mlflow.MlflowClient().set_registered_model_alias(registered_name, ALIAS, info.registered_model_version)
+        mlflow.MlflowClient().set_registered_model_alias(
+            registered_name, ALIAS, info.registered_model_version
+        )
     return info
 
 

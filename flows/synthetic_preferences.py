@@ -1,6 +1,6 @@
 """Write the synthetic TRL-format demo set with known token credit (components.synthetic_preferences).
 
-    python -m flows.synthetic_preferences --out runs/guidance_fit/demo.jsonl [--n 300] [--seed 0]
+python -m flows.synthetic_preferences --out runs/guidance_fit/demo.jsonl [--n 300] [--seed 0]
 """
 
 from __future__ import annotations

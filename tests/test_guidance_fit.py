@@ -54,15 +54,20 @@ BAD_RECORDS = {
     "empty candidate": ({"prompt": "p", "chosen": " ", "rejected": "b"}, "'chosen' is empty"),
     "same pair": ({"prompt": "p", "chosen": "a b", "rejected": "a b"}, "chosen == rejected"),
     "non-finite score": ('{"source": "s", "candidates": ["a", "b"], "scores": [1, NaN]}', "finite numbers"),
-    "empty kwise candidate": ({"source": "s", "candidates": ["a", ""], "scores": [1, 0]}, "candidate 2 is empty"),
+    "empty kwise candidate": (
+        {"source": "s", "candidates": ["a", ""], "scores": [1, 0]},
+        "candidate 2 is empty",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_RECORDS))
 def test_malformed_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
     record, message = BAD_RECORDS[case]
-    good = '{"source": "s0", "candidates": ["x", "y"], "scores": [1, 0]}' if "kwise" in case or "score" in case else (
-        '{"prompt": "p", "chosen": "good", "rejected": "bad"}'
+    good = (
+        '{"source": "s0", "candidates": ["x", "y"], "scores": [1, 0]}'
+        if "kwise" in case or "score" in case
+        else ('{"prompt": "p", "chosen": "good", "rejected": "bad"}')
     )
     line = record if isinstance(record, str) else json.dumps(record)
     data = tmp_path / "prefs.jsonl"

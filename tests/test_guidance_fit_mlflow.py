@@ -30,11 +30,17 @@ def test_registered_reward_pyfunc_predicts_token_rewards(tmp_path, mlflow_server
     query = urllib.parse.urlencode({"name": "test-token-reward", "alias": ALIAS})
     version = http_json(f"{api}/registered-models/alias?{query}")["model_version"]
     run_id = version["run_id"]
-    metrics = {m["key"]: m["value"] for m in http_json(f"{api}/runs/get?run_id={run_id}")["run"]["data"]["metrics"]}
+    metrics = {
+        m["key"]: m["value"] for m in http_json(f"{api}/runs/get?run_id={run_id}")["run"]["data"]["metrics"]
+    }
     assert metrics["val/pairwise_accuracy"] == report["val_pairwise_accuracy"]
     assert metrics["baseline/val_pairwise_accuracy"] == report["baseline_val_pairwise_accuracy"]
-    files = http_json(f"{api}/artifacts/list?{urllib.parse.urlencode({'run_id': run_id, 'path': 'token_rewards'})}")
-    assert {"token_rewards/held_out.html", "token_rewards/held_out.png"} <= {f["path"] for f in files["files"]}
+    files = http_json(
+        f"{api}/artifacts/list?{urllib.parse.urlencode({'run_id': run_id, 'path': 'token_rewards'})}"
+    )
+    assert {"token_rewards/held_out.html", "token_rewards/held_out.png"} <= {
+        f["path"] for f in files["files"]
+    }
 
     texts = ["the movie was excellent", "a boring plot"]
     pyfunc = mlflow.pyfunc.load_model(f"models:/test-token-reward@{ALIAS}")
