@@ -27,11 +27,22 @@ stays in eval mode (no dropout) even when the module is put in train mode. ``tra
 (with ``freeze_backbone=False``) trains only the top n transformer layers of the token stack and the
 head; ``None`` trains the whole backbone. A trainable backbone cannot have its states cached, so the
 guidance trainer then runs it at every step.
+
+stays in eval mode (no dropout) even when the module is put in train mode.
+
+Saving: a frozen backbone built by ``from_spec`` is saved as a reference (its ``ModelSpec`` and a
+SHA-256 of its weights, checked on load), not as a copy; only the head is written. A trainable
+backbone (or one not built from a spec) is saved with ``save_pretrained``. One call loads either::
+
+    model = TokenRewardModel.load(folder)
+    model.token_rewards(["a text"])   # [[(token, reward), ...]]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -43,12 +54,13 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from components.models import ModelSpec, load_model
+from components.models import ModelSpec, load_model, load_tokenizer
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq")
 SQUASHES = ("softplus", "sigmoid")
 CONFIG_FILE = "reward_model.json"
 HEAD_FILE = "head.pt"
+TOKENIZER_DIR = "tokenizer"
 MIN_REWARD = 1e-8  # keeps real tokens strictly above pads (0) even where softplus underflows
 
 
@@ -111,6 +123,8 @@ class TokenRewardModel(nn.Module):
         self.reset_head()
         self.freeze_backbone = freeze_backbone
         self.trainable_layers = trainable_layers
+        self.spec: ModelSpec | None = None  # set by from_spec: lets save write a reference, not a copy
+        self.tokenizer: transformers.PreTrainedTokenizerBase | None = None  # for token_rewards
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -132,7 +146,9 @@ class TokenRewardModel(nn.Module):
         """(tokenizer, reward model) on the backbone ``components.models.load_model(spec)``."""
         tokenizer, backbone = load_model(spec)
         kind = "encoder" if spec.kind == "masked_lm" else spec.kind
-        return tokenizer, cls(backbone, kind=kwargs.pop("kind", kind), **kwargs)
+        model = cls(backbone, kind=kwargs.pop("kind", kind), **kwargs)
+        model.spec, model.tokenizer = spec, tokenizer
+        return tokenizer, model
 
     def reset_head(self) -> None:
         """Re-initialise the head: tiny Xavier gain, so all rewards start nearly equal."""
@@ -259,14 +275,25 @@ class TokenRewardModel(nn.Module):
         ).last_hidden_state
         return hidden[:, source_ids.shape[1] :]
 
+    def backbone_digest(self) -> str:
+        """SHA-256 of the weights the rewards read (the token body), in a fixed order."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self._token_body().state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def _saves_reference(self) -> bool:
+        # A seq2seq warm start gets random cross-attention on every load: no stable reference.
+        return self.freeze_backbone and self.spec is not None and self.kind != "seq2seq"
+
     def save(
         self, directory: str | Path, tokenizer: transformers.PreTrainedTokenizerBase | None = None
     ) -> Path:
-        """Write backbone (``save_pretrained``), head weights, settings and optionally the tokenizer."""
+        """Write head weights and settings; the backbone as a reference (frozen, from a spec) or with
+        ``save_pretrained``; optionally the tokenizer."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(directory / "backbone")
-        torch.save(self.head.state_dict(), directory / HEAD_FILE)
         settings = {
             "backbone_class": type(self.backbone).__name__,
             "kind": self.kind,
@@ -276,15 +303,23 @@ class TokenRewardModel(nn.Module):
             "init_gain": self.init_gain,
             "trainable_layers": self.trainable_layers,
         }
+        if self.spec is not None:
+            settings["tokenizer_name"] = self.spec.name
+        if self._saves_reference():
+            settings["backbone_spec"] = asdict(self.spec)
+            settings["backbone_sha256"] = self.backbone_digest()
+        else:
+            self.backbone.save_pretrained(directory / "backbone")
+        torch.save(self.head.state_dict(), directory / HEAD_FILE)
         (directory / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
         if tokenizer is not None:
-            tokenizer.save_pretrained(directory / "tokenizer")
+            tokenizer.save_pretrained(directory / TOKENIZER_DIR)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, freeze_backbone: bool | None = None) -> TokenRewardModel:
-        """Rebuild a model written by ``save`` (eval mode). Its tokenizer, if saved, loads with
-        ``AutoTokenizer.from_pretrained(directory / "tokenizer")``."""
+        """Rebuild a model written by ``save`` (eval mode), with its tokenizer when one is known (the
+        saved ``tokenizer/`` folder, else the backbone spec's), so ``token_rewards`` works at once."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.exists():
@@ -292,10 +327,16 @@ class TokenRewardModel(nn.Module):
                 f"{directory} has no {CONFIG_FILE}; point to a folder written by TokenRewardModel.save"
             )
         settings = json.loads(config_path.read_text())
-        backbone_class = getattr(transformers, settings["backbone_class"], None)
-        if backbone_class is None:
-            raise ValueError(f"transformers has no class {settings['backbone_class']}; upgrade transformers")
-        backbone = backbone_class.from_pretrained(directory / "backbone")
+        spec = ModelSpec(**settings["backbone_spec"]) if "backbone_spec" in settings else None
+        if spec is not None:
+            backbone = load_model(spec)[1]
+        else:
+            backbone_class = getattr(transformers, settings["backbone_class"], None)
+            if backbone_class is None:
+                raise ValueError(
+                    f"transformers has no class {settings['backbone_class']}; upgrade transformers"
+                )
+            backbone = backbone_class.from_pretrained(directory / "backbone")
         model = cls(
             backbone,
             kind=settings["kind"],
@@ -305,5 +346,49 @@ class TokenRewardModel(nn.Module):
             init_gain=settings["init_gain"],
             trainable_layers=settings.get("trainable_layers"),
         )
+        if spec is not None:
+            found = model.backbone_digest()
+            if found != settings["backbone_sha256"]:
+                raise ValueError(
+                    f"{directory}: the base weights of {spec.name!r} ({spec.kind}) changed since this head "
+                    f"was fitted (sha256 {found[:12]} != {settings['backbone_sha256'][:12]}); refit it"
+                )
+            model.spec = spec
         model.head.load_state_dict(torch.load(directory / HEAD_FILE, map_location="cpu", weights_only=True))
+        if (directory / TOKENIZER_DIR).is_dir():
+            model.tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
+        elif "tokenizer_name" in settings:
+            model.tokenizer = load_tokenizer(settings["tokenizer_name"])
         return model.eval()
+
+    @torch.no_grad()
+    def token_rewards(
+        self, texts: list[str], sources: list[str] | None = None, max_length: int = 512
+    ) -> list[list[tuple[str, float]]]:
+        """(token, reward) for every token of each text (optionally after its source), one list per text."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "this model has no tokenizer; set model.tokenizer or save it with save(..., tokenizer)"
+            )
+        if sources is not None and len(sources) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(sources)} sources")
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)[
+                "input_ids"
+            ]
+            if not ids:
+                out.append([])
+                continue
+            input_ids = torch.tensor([ids], device=device)
+            kwargs = {}
+            if sources is not None and sources[i] is not None:
+                source_ids = self.tokenizer(
+                    sources[i], truncation=True, max_length=max_length, return_tensors="pt"
+                )["input_ids"]
+                kwargs["source_ids"] = source_ids.to(device)
+            rewards = self(input_ids, torch.ones_like(input_ids), **kwargs)[0].cpu().tolist()
+            out.append(list(zip(self.tokenizer.convert_ids_to_tokens(ids), rewards, strict=True)))
+        return out

@@ -22,6 +22,7 @@ STAGES = {
     "prompt-train": "the prompt search for one --method (pgg, seqpg, random)",
     "prompt-evaluate": "select on dev, test accuracy for one --method (none, manual, random, seqpg, pgg)",
     "prompt": "the whole prompt pipeline for data.prompt",
+    "guidance-fit": "token reward model (+ sequence baseline) on guidance_fit.data",
 }
 
 # The --method choices of each stage that takes one: argparse rejects anything else (exit 2) before
@@ -72,10 +73,14 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
         except TrackingUnavailable as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    from components.preferences import PreferenceError
     from flows.checkpoints import CheckpointError
 
     try:
         return _run(args.stage, method, config)
+    except PreferenceError as err:  # bad user data: one line, exit 2, nothing written
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (CheckpointError, TrackingUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -111,6 +116,11 @@ def _run(stage: str, method: str | None, config) -> int:
             print(f"{method}: {p.evaluate_flow(config, method)}")
         else:
             print(p.prompt_pipeline(config))
+    elif stage == "guidance-fit":
+        from flows import guidance_fit as g
+
+        g.read_split(config.guidance_fit, config.runtime.seed)  # bad data stops here, before any flow run
+        print(g.guidance_fit_flow(config))
     return 0
 
 

@@ -153,15 +153,51 @@ class GuidanceSection(Section):
     def trainer_config(self, seed: int, max_length: int, max_source_length: int):
         """The guidance trainer's ``GuidanceConfig``: this section's fields of the same name, plus the
         run's seed and token limits (which come from the sampling section)."""
-        from components.guidance_trainer import GuidanceConfig  # torch: only once a run needs it
+        return _guidance_config(self, seed=seed, max_length=max_length, max_source_length=max_source_length)
 
-        shared = {f.name for f in dataclasses.fields(GuidanceConfig)} & set(type(self).model_fields)
-        return GuidanceConfig(
-            **self.model_dump(include=shared),
-            seed=seed,
-            max_length=max_length,
-            max_source_length=max_source_length,
-        )
+
+def _guidance_config(section: Section, **extra):
+    """``GuidanceConfig`` from the section's fields of the same name plus ``extra``."""
+    from components.guidance_trainer import GuidanceConfig  # torch: only once a run needs it
+
+    shared = {f.name for f in dataclasses.fields(GuidanceConfig)} & set(type(section).model_fields)
+    return GuidanceConfig(**section.model_dump(include=shared - set(extra)), **extra)
+
+
+class GuidanceFitSection(Section):
+    """The standalone guidance fit (python -m flows guidance-fit): a token reward model on your data."""
+
+    data: str  # .jsonl / .json / .parquet file (relative: to the params file) or a hub dataset name
+    format: Literal["auto", "kwise", "trl"]
+    backbone: str  # minilm | tiny | any HF name sharing the policy's tokenizer
+    backbone_kind: Literal["causal_lm", "encoder"]
+    freeze_backbone: bool  # frozen: the saved model is the head plus a reference to the base weights
+    head_hidden: PositiveInt
+    squash: Literal["softplus", "sigmoid"]
+    loss: RankingLoss
+    aggregation: Aggregation
+    tau: PositiveFloat
+    lr: PositiveFloat
+    epochs: PositiveInt
+    batch_size: PositiveInt  # lists per step
+    val_fraction: Fraction  # share of records held out for early stopping and the report
+    patience: PositiveInt
+    grad_clip: PositiveFloat | None
+    plateau_factor: Fraction
+    plateau_patience: NonNegativeInt
+    min_lr: PositiveFloat
+    max_length: PositiveInt  # candidate tokens kept
+    max_source_length: PositiveInt  # prompt tokens kept
+    baseline_lr: PositiveFloat  # the Bradley-Terry sequence baseline's Adam lr
+    baseline_epochs: PositiveInt
+    baseline_batch_size: PositiveInt  # pairs per step
+    heatmap_examples: PositiveInt  # held-out records shown in the token-reward heatmap
+    output_dir: Path  # the model folder (relative: to the params file)
+    report: Path  # the report JSON (DVC metrics)
+    register_name: str  # MLflow registered model; alias "latest-fit" points at the newest fit
+
+    def trainer_config(self, seed: int):
+        return _guidance_config(self, seed=seed)
 
 
 class GuidanceSections(Section):
@@ -341,6 +377,7 @@ class Config(Section):
     models: ModelsConfig
     sampling: SamplingConfig
     guidance: GuidanceSections
+    guidance_fit: GuidanceFitSection
     reward: RewardSections
     policy: PolicyConfig
     loop: LoopConfig
@@ -427,6 +464,24 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
                 update={"root": root.resolve(), "prepared_dir": prepared.resolve()}
             ),
             "runtime": config.runtime.model_copy(update={"runs_dir": runs_dir.resolve()}),
+            "guidance_fit": _resolve_guidance_fit(config.guidance_fit, path.parent),
+        }
+    )
+
+
+def _resolve_guidance_fit(section: GuidanceFitSection, base: Path) -> GuidanceFitSection:
+    """Relative paths against the params file's folder; a hub name (owner/name, no suffix) stays."""
+
+    def resolve(value: Path) -> Path:
+        return value if value.is_absolute() else (base / value).resolve()
+
+    data = Path(section.data)
+    local = data.suffix in (".jsonl", ".json", ".parquet") or section.data.startswith((".", "/"))
+    return section.model_copy(
+        update={
+            "data": str(resolve(data)) if local else section.data,
+            "output_dir": resolve(section.output_dir),
+            "report": resolve(section.report),
         }
     )
 

@@ -49,7 +49,21 @@ def prompt_deployment(params_path: str = "params.yaml", overrides: dict[str, Any
     return prompt_pipeline(config)
 
 
-DEPLOYMENTS = {"summarization": summarization_deployment, "prompt": prompt_deployment}
+@flow(name="pgg-guidance-fit")
+def guidance_fit_deployment(
+    params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> dict:
+    """A token reward model on guidance_fit.data (the synthetic demo set when it is the default path)."""
+    from flows.guidance_fit import guidance_fit_flow
+
+    return guidance_fit_flow(_config(params_path, overrides))
+
+
+DEPLOYMENTS = {
+    "summarization": summarization_deployment,
+    "prompt": prompt_deployment,
+    "guidance-fit": guidance_fit_deployment,
+}
 
 
 def serve(tasks: list[str], cron: str, params_path: str) -> None:

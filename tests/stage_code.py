@@ -27,7 +27,11 @@ STAGE_ENTRIES = {
     "prompt_seqpg": "flows.prompt",
     "prompt_random": "flows.prompt",
     "evaluate_prompt": "flows.prompt",
+    "guidance_fit": "flows.guidance_fit",
+    "synthetic_preferences": "flows.synthetic_preferences",
 }
+# Stages whose command runs their module directly (python -m MODULE), not through the CLI.
+OWN_COMMAND = {"synthetic_preferences"}
 # Modules whose function-level imports load another stage's code (the CLI's dispatch, the config's
 # builders of component configs): only their module-level imports count.
 DISPATCHERS = {"flows.__main__", "flows.config"}
@@ -76,7 +80,8 @@ def closure(*modules: str) -> set[str]:
 
 def stage_files(stage: str) -> list[str]:
     """Paths (relative to the project) of every code file ``stage`` runs."""
-    modules = closure(STAGE_ENTRIES[stage.split("@")[0]], *CLI)
+    name = stage.split("@")[0]
+    modules = closure(STAGE_ENTRIES[name], *(() if name in OWN_COMMAND else CLI))
     files = {str(module_file(m).relative_to(PROJECT_ROOT)) for m in modules}
     for module in modules:
         files.update(DATA_CODE.get(module, []))
