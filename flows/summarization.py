@@ -241,6 +241,7 @@ def fit_guidance(
     hw: Hardware,
 ) -> dict:
     """Learn token rewards whose aggregate orders each list of K like the preference does."""
+    seed_everything(seed * 1000 + iteration)  # the new head's init, whatever ran before in this process
     tokenizer, model = _reward_model(models, guidance, previous)
     accelerator = make_accelerator(hw)
     settings = guidance.trainer_config(

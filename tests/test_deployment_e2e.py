@@ -67,17 +67,18 @@ def test_scheduled_deployment_runs_on_a_process_worker(tmp_path, data_root):
         wait_for_http(f"{api}/health", server, server_log, timeout=120)
         _cli(["work-pool", "create", "pgg", "--type", "process"], env)
         with background(worker_cmd, worker_log, env, cwd=tmp_path):  # starts up while we deploy
-            _cli(["--no-prompt", "deploy", "--all"], env)  # both deployments of prefect.yaml
+            _cli(["--no-prompt", "deploy", "--all"], env)  # every deployment of prefect.yaml
 
             deployments = {d["entrypoint"]: d for d in http_json(f"{api}/deployments/filter", {})}
-            assert set(deployments) == {
-                "flows/deploy.py:summarization_deployment",
-                "flows/deploy.py:prompt_deployment",
-            }
-            for deployment in deployments.values():
+            scheduled = {"flows/deploy.py:summarization_deployment", "flows/deploy.py:prompt_deployment"}
+            assert set(deployments) == scheduled | {"flows/deploy.py:guidance_fit_deployment"}
+            for entrypoint, deployment in deployments.items():
                 assert deployment["work_pool_name"] == "pgg"
-                assert [s["active"] for s in deployment["schedules"]] == [False]  # declared, inactive
-                assert deployment["schedules"][0]["schedule"]["cron"]
+                if entrypoint in scheduled:
+                    assert [s["active"] for s in deployment["schedules"]] == [False]  # declared, inactive
+                    assert deployment["schedules"][0]["schedule"]["cron"]
+                else:  # the guidance fit runs on demand, on the user's data
+                    assert deployment["schedules"] == []
 
             # no methods: warm start + test evaluation of lead and warm start (the loop is tested elsewhere)
             summarization = deployments["flows/deploy.py:summarization_deployment"]

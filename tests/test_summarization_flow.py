@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
@@ -10,6 +11,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowR
 from flows import summarization as s
 from flows.checkpoints import CheckpointError, load_policy
 from flows.config import load_params
+from flows.distributed import hardware
 from flows.prepare import prepare
 from tests.conftest import PROJECT_ROOT, write_params
 
@@ -154,4 +156,24 @@ def test_paper_profile_code_path_with_tiny_models(tmp_path, data_root, prefect_s
     assert len(rows) == 1 and "val/rougeL" in rows[0] and "guidance/val_loss" in rows[0]
     assert (
         s.cache_file(config, "train") is None and not (tmp_path / "runs/summarization/encoder_cache").exists()
+    )
+
+
+def test_a_guidance_fit_does_not_depend_on_what_ran_before(tiny_config):
+    """The reward head is initialised from the run's seed, not from the process's RNG state."""
+    lists = s.sample_and_rank.fn(
+        s.runs_dir(tiny_config) / "warmstart", s.split_file(tiny_config, "train"), s.cache_file(tiny_config, "train"),
+        tiny_config.models.summarization, tiny_config.sampling.summarization, tiny_config.guidance.summarization,
+        0, 1,
+    )  # fmt: skip
+    reports = []
+    for state, out in ((1, "fit-a"), (2, "fit-b")):
+        torch.manual_seed(state)  # another history of this process
+        reports.append(s.fit_guidance.fn(
+            lists, None, s.runs_dir(tiny_config) / out, tiny_config.models.summarization,
+            tiny_config.guidance.summarization, tiny_config.sampling.summarization, 0, 1, hardware(tiny_config.runtime),
+        ))  # fmt: skip
+    assert (
+        reports[0]["train_loss"] == reports[1]["train_loss"]
+        and reports[0]["val_loss"] == reports[1]["val_loss"]
     )
