@@ -35,6 +35,7 @@ from components.policy_losses import (
     token_reinforce_loss,
     weighted_mle_loss,
 )
+from components.reference_rewards import with_eos_as_mean
 from components.rouge import mean_rouge_f
 from components.seq2seq_policy import sample_k, sequence_log_probs, source_kwargs, special_ids
 
@@ -275,13 +276,8 @@ def guidance_without_eos(
     extrapolation. As for the references in the WMLE path, the guidance scores the tokens before eos
     and each eos gets its sequence's mean reward (0 for a sample that is eos alone). A sample cut at
     the length limit has no eos and is scored whole. Pads stay 0."""
-    is_eos = (labels == eos_id) & mask.bool()
-    body = mask * (~is_eos).to(mask.dtype)
-    rewards = guidance(labels, body, rows)
-    body = body.to(rewards.device, rewards.dtype)
-    rewards = rewards * body
-    mean = rewards.sum(dim=1) / body.sum(dim=1).clamp(min=1)
-    return torch.where(is_eos.to(rewards.device), mean[:, None].expand_as(rewards), rewards)
+    body = mask * (labels != eos_id).to(mask.dtype)
+    return with_eos_as_mean(guidance(labels, body, rows), body, mask)
 
 
 def _token_mean(values: torch.Tensor, mask: torch.Tensor, accelerator) -> torch.Tensor:
