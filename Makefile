@@ -42,6 +42,7 @@ lint: install
 	$(VENV)/bin/ruff format --check components flows tests bench
 
 ui: install
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (the Model training view)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -97,8 +97,8 @@ def _use_experiment(uri: str, name: str) -> None:
         database = Path(uri.removeprefix("sqlite:///"))
         mlflow.create_experiment(name, artifact_location=(database.parent / "mlartifacts").resolve().as_uri())
     mlflow.set_experiment(name)
-    # MLflow 3 opens an experiment without this tag on its GenAI overview (traces: empty here); this kind
-    # opens the training-runs table and charts. Set on every run, so existing experiments switch too.
+    # Older MLflow 3 releases open an experiment without this tag on the GenAI overview; 3.17 follows the
+    # UI's GenAI / Model training switch instead (README: the ?workflowType= link). Set on every run.
     mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 

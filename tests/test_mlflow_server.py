@@ -85,7 +85,7 @@ def test_pgg_loop_on_an_mlflow_server(tmp_path, data_root, mlflow_server):
     aliases = {a["alias"]: a["version"] for a in registered.get("aliases", [])}
     assert aliases == {"champion": versions[0]["version"]}  # aliases, not the deprecated stages
 
-    # the UI opens on the training-runs view, not MLflow 3's GenAI overview
+    # older MLflow 3 UIs read this tag to open on the training runs (3.17: README, ?workflowType=)
     experiment_tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
     assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"
 
