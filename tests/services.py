@@ -60,11 +60,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_json(url: str, payload: dict | None = None, timeout: float = 10.0):
+def http_json(url: str, payload: dict | None = None, timeout: float = 10.0, retries: int = 5):
+    """GET (or POST ``payload``) and decode JSON. A 503 is retried, as Prefect's own client does: its
+    server answers 503 while its sqlite database is locked by another writer (a loaded machine)."""
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read() or b"null")
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or attempt == retries:
+                raise
+            time.sleep(2**attempt)
 
 
 def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
