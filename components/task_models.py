@@ -28,12 +28,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from components.data import VERBALIZERS, DataError
 from components.prefix_encoder import PrefixStates, encode_prefix, extend, pooled_continuations
-
-VERBALIZERS: dict[str, tuple[str, ...]] = {
-    "sst-2": ("terrible", "great"),
-    "agnews": ("World", "Sports", "Business", "Tech"),
-}
 
 # Cloze templates of the paper (RLPrompt): the mask goes after the input for sentiment, before it for topic.
 TEMPLATES: dict[str, str] = {
@@ -46,7 +42,7 @@ class PromptError(ValueError):
     """A prompt the task model cannot use (empty, or only special/pad tokens)."""
 
 
-class VerbalizerError(ValueError):
+class VerbalizerError(DataError):
     """A verbalizer word that is not a single token of the task model's vocabulary."""
 
 
@@ -60,6 +56,21 @@ def template_for(dataset: str) -> str:
     if dataset not in TEMPLATES:
         raise ValueError(f"unknown dataset {dataset!r}: no template; use one of {sorted(TEMPLATES)}")
     return TEMPLATES[dataset]
+
+
+def check_verbalizers(verbalizers: tuple[str, ...] | list[str], tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise VerbalizerError unless every verbalizer is one token of ``tokenizer`` (with or without the
+    leading space a word has inside a sentence)."""
+    for word in verbalizers:
+        for text in (word, " " + word):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+                break
+        else:
+            raise VerbalizerError(
+                f"data.prompt.verbalizers: {word!r} is not one token of the task model's tokenizer (it "
+                f"reads {tokenizer.tokenize(word)}); pick a one-token word for that class"
+            )
 
 
 def check_prompts(prompts: list[str], tokenizer: PreTrainedTokenizerBase) -> None:
@@ -395,19 +406,25 @@ class MaskedLMTaskModel:
 
 
 def build_task_model(
-    name: str, dataset: str, kind: str = "prototype", **kwargs
+    name: str,
+    dataset: str | None = None,
+    kind: str = "prototype",
+    *,
+    verbalizers: tuple[str, ...] | list[str] | None = None,
+    template: str | None = None,
+    **kwargs,
 ) -> PrototypeTaskModel | PrefixLMTaskModel | MaskedLMTaskModel:
-    """Load a task model by model name ("minilm", "tiny", or a hub name) for a known dataset."""
+    """Load a task model by model name ("minilm", "tiny", or a hub name): the verbalizers and (masked LM)
+    template given, else those of the preset ``dataset``. Every verbalizer must be one token."""
     from components.models import ModelSpec, load_model
 
-    verbalizers = verbalizers_for(dataset)
+    verbalizers = tuple(verbalizers) if verbalizers else verbalizers_for(dataset)
+    if kind not in ("prototype", "prefix_lm", "masked_lm"):
+        raise ValueError(f"unknown task model kind {kind!r}; use 'prototype', 'prefix_lm' or 'masked_lm'")
+    tokenizer, model = load_model(ModelSpec(name, "masked_lm" if kind == "masked_lm" else "encoder"))
+    check_verbalizers(verbalizers, tokenizer)
     if kind == "prototype":
-        tokenizer, encoder = load_model(ModelSpec(name, "encoder"))
-        return PrototypeTaskModel(tokenizer, encoder, verbalizers, **kwargs)
+        return PrototypeTaskModel(tokenizer, model, verbalizers, **kwargs)
     if kind == "prefix_lm":
-        tokenizer, encoder = load_model(ModelSpec(name, "encoder"))
-        return PrefixLMTaskModel(tokenizer, encoder, verbalizers, **kwargs)
-    if kind == "masked_lm":
-        tokenizer, model = load_model(ModelSpec(name, "masked_lm"))
-        return MaskedLMTaskModel(tokenizer, model, verbalizers, template_for(dataset), **kwargs)
-    raise ValueError(f"unknown task model kind {kind!r}; use 'prototype', 'prefix_lm' or 'masked_lm'")
+        return PrefixLMTaskModel(tokenizer, model, verbalizers, **kwargs)
+    return MaskedLMTaskModel(tokenizer, model, verbalizers, template or template_for(dataset), **kwargs)

@@ -73,12 +73,13 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
         except TrackingUnavailable as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    from components.data import DataError
     from components.preferences import PreferenceError
     from flows.checkpoints import CheckpointError
 
     try:
         return _run(args.stage, method, config)
-    except PreferenceError as err:  # bad user data: one line, exit 2, nothing written
+    except (DataError, PreferenceError) as err:  # bad user data: one line, exit 2, nothing written
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (CheckpointError, TrackingUnavailable, ValueError) as err:
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
 
 def _run(stage: str, method: str | None, config) -> int:
     if stage == "prepare":
-        from flows.prepare import prepare
+        from flows.prepare import check_inputs, prepare
 
+        check_inputs(config)  # your own data is checked here, before any flow run
         counts = prepare(config)
         print(f"prepared {sum(counts.values())} rows into {config.data.prepared_dir}")
     elif stage.startswith("summarize"):
@@ -107,6 +109,7 @@ def _run(stage: str, method: str | None, config) -> int:
     elif stage.startswith("prompt"):
         from flows import prompt as p
 
+        p.check_verbalizers(config)  # before any flow run: a verbalizer of two tokens stops here
         if stage == "prompt-embed":
             print(f"embeddings: {p.embed_flow(config)}")
         elif stage == "prompt-train":

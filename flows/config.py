@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,18 +41,102 @@ class Section(BaseModel):
 
 
 class SummarizationData(Section):
-    dataset: Literal["bbc", "cnn_dailymail", "xsum"]
-    target: Literal["title", "summary"]  # bbc only; hub corpora have one target
+    # bbc | cnn_dailymail | xsum (presets) | a .jsonl/.csv/.parquet file or a folder of train/validation/
+    # test files (under data.root, or absolute) | a hub dataset name
+    dataset: Annotated[str, Field(min_length=1)]
+    hub_config: str | None  # hub datasets: the config name; None: the preset's (cnn_dailymail: 3.0.0)
+    source_column: str | None  # None: the preset's; your own data names it
+    target_column: str | None
+    id_column: str | None  # the hash split's key (a file without splits); None: a hash of the source
+    target: Literal["title", "summary"]  # bbc only
     validation_fraction: Fraction
     test_fraction: Fraction
     split_salt: str
     max_train_examples: PositiveInt | None
     max_eval_examples: PositiveInt | None
 
+    @model_validator(mode="after")
+    def _columns_known(self):
+        from components.data import SUMMARIZATION_PRESETS
+
+        given = [k for k in ("hub_config", "source_column", "target_column", "id_column") if getattr(self, k)]
+        if self.dataset == "bbc" and given:
+            raise ValueError(
+                f"{given[0]}: bbc is a preset with fixed columns (article -> title|summary: see target); "
+                "set it to null, or point dataset at your own file"
+            )
+        if self.dataset not in SUMMARIZATION_PRESETS and not (self.source_column and self.target_column):
+            raise ValueError(
+                f"dataset {self.dataset!r} is not a preset ({', '.join(SUMMARIZATION_PRESETS)}): set "
+                "source_column and target_column to its columns"
+            )
+        return self
+
 
 class PromptData(Section):
-    dataset: Literal["sst-2", "agnews"]
-    seed: Literal[13, 21, 42, 87, 100]
+    # sst-2 | agnews (the LM-BFF 16-shot presets) | the name of your dataset: its folder under data.root
+    # (or at path) holds train/dev/test as .tsv, .csv or .jsonl; the name also names runs and metrics
+    dataset: str
+    path: Path | None  # your dataset's folder, absolute or under data.root; None: data.root/dataset
+    seed: Literal[13, 21, 42, 87, 100]  # presets: the 16-shot data seed; your folder has one split
+    text_column: str | None  # your dataset; None: 'sentence' or 'text', whichever the file has
+    label_column: str  # your dataset: a verbalizer word or its index 0..C-1
+    verbalizers: tuple[str, ...] | None  # one one-token word per class, in label order; None: the preset's
+    template: str | None  # the mlm task model's cloze ({input} {prompt} {mask}); None: the preset's
+
+    @property
+    def is_preset(self) -> bool:
+        from components.data import VERBALIZERS
+
+        return self.dataset in VERBALIZERS and self.path is None
+
+    @field_validator("dataset")
+    @classmethod
+    def _a_name(cls, dataset):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
+            raise ValueError(
+                "must be a name (letters, digits, '.', '_', '-'): it names the run's folders; "
+                "put a folder outside data.root in data.prompt.path"
+            )
+        return dataset
+
+    @field_validator("verbalizers")
+    @classmethod
+    def _words(cls, verbalizers):
+        if verbalizers is None:
+            return None
+        if len(verbalizers) < 2 or len(set(verbalizers)) != len(verbalizers):
+            raise ValueError(f"needs at least 2 distinct words, one per class (got {list(verbalizers)})")
+        for word in verbalizers:
+            if not word.strip() or word != word.strip() or " " in word:
+                raise ValueError(f"{word!r} is not one word; each class needs a one-token word")
+        return verbalizers
+
+    @field_validator("template")
+    @classmethod
+    def _cloze(cls, template):
+        for field in ("{input}", "{prompt}", "{mask}"):
+            if template is not None and template.count(field) != 1:
+                raise ValueError(f"the template must hold {field} exactly once")
+        return template
+
+    @model_validator(mode="after")
+    def _preset_or_own(self):
+        from components.data import VERBALIZERS
+
+        if self.path is not None and self.dataset in VERBALIZERS:
+            raise ValueError(f"dataset {self.dataset!r} is a preset; give your folder at path another name")
+        if not self.is_preset and self.verbalizers is None:
+            raise ValueError(
+                f"verbalizers: dataset {self.dataset!r} is your own (presets: {', '.join(VERBALIZERS)}); "
+                "list one word per class in label order"
+            )
+        if self.is_preset and self.verbalizers and len(self.verbalizers) != len(VERBALIZERS[self.dataset]):
+            raise ValueError(
+                f"verbalizers: {self.dataset} has {len(VERBALIZERS[self.dataset])} classes, "
+                f"got {len(self.verbalizers)} words"
+            )
+        return self
 
 
 class DataConfig(Section):
@@ -385,6 +470,21 @@ class Config(Section):
     tracking: TrackingConfig
     runtime: RuntimeConfig
 
+    @model_validator(mode="after")
+    def _prompt_task_complete(self):
+        prompt = self.data.prompt
+        if prompt.dataset not in self.eval.prompt.manual_prompts:
+            raise ValueError(
+                f"eval.prompt.manual_prompts has no prompt for data.prompt.dataset {prompt.dataset!r}; "
+                f"add `{prompt.dataset}: <your prompt>`"
+            )
+        if self.models.prompt.task_model == "mlm" and not prompt.is_preset and prompt.template is None:
+            raise ValueError(
+                "data.prompt.template: the mlm task model needs a cloze template for your dataset, "
+                'e.g. "{input} {prompt} {mask} ."'
+            )
+        return self
+
     def prompt_train_config(self, method: str):
         """``components.prompt_trainer.PromptTrainConfig`` of ``method``: the prompt sections' fields of
         the same names (the guidance section gives only its aggregation: its lr is the fit's)."""
@@ -458,10 +558,13 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         if config.data.prepared_dir.is_absolute()
         else path.parent / config.data.prepared_dir
     )
+    prompt = config.data.prompt
+    if prompt.path is not None and not prompt.path.is_absolute():
+        prompt = prompt.model_copy(update={"path": (root / prompt.path).resolve()})
     return config.model_copy(
         update={
             "data": config.data.model_copy(
-                update={"root": root.resolve(), "prepared_dir": prepared.resolve()}
+                update={"root": root.resolve(), "prepared_dir": prepared.resolve(), "prompt": prompt}
             ),
             "runtime": config.runtime.model_copy(update={"runs_dir": runs_dir.resolve()}),
             "guidance_fit": _resolve_guidance_fit(config.guidance_fit, path.parent),

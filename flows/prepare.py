@@ -1,4 +1,7 @@
-"""prepare: raw corpora -> deterministic splits under data/ (a DVC output)."""
+"""prepare: raw corpora -> deterministic splits under data/ (a DVC output).
+
+Everything is read and checked before the first file is written, so bad input leaves data/ as it was.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +14,48 @@ from flows.common import atomic_write_json
 from flows.config import Config
 
 
-@task(retries=2, retry_delay_seconds=2)
+def summarization_source(config: Config) -> data.SummarizationSource:
+    settings = config.data.summarization
+    return data.summarization_source(
+        settings.dataset,
+        config.data.root,
+        settings.hub_config,
+        settings.source_column,
+        settings.target_column,
+        settings.id_column,
+    )
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry hub downloads (the network); bad local data fails the same way every time."""
+    try:
+        state.result()
+    except data.DataError as err:
+        return "cannot load hub dataset" in str(err)
+    except Exception:
+        return True
+    return True
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def load_summaries(config: Config) -> dict[str, list[data.SummaryExample]]:
     settings = config.data.summarization
-    if settings.dataset == "bbc":
-        examples = data.load_bbc(config.data.root, settings.target)
-        splits = data.split_examples(
-            examples, settings.validation_fraction, settings.test_fraction, settings.split_salt
-        )
-    else:
+    source = summarization_source(config)
+    if source.kind == "hub":
         splits = {
             name: data.load_hub_summarization(
-                settings.dataset,
+                source.location,
                 name,
                 settings.max_train_examples if name == "train" else settings.max_eval_examples,
+                source.hub_config,
+                source.columns,
             )
             for name in data.SPLITS
         }
+    else:
+        splits = data.load_summary_splits(
+            source, settings.validation_fraction, settings.test_fraction, settings.split_salt, settings.target
+        )
     if settings.max_train_examples:
         splits["train"] = splits["train"][: settings.max_train_examples]
     if settings.max_eval_examples:
@@ -36,11 +64,31 @@ def load_summaries(config: Config) -> dict[str, list[data.SummaryExample]]:
     return splits
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def load_few_shot(config: Config, dataset: str, seed: int) -> dict[str, list[data.ClassificationExample]]:
-    return {
-        split: data.load_fsc(config.data.root, dataset, seed, split) for split in ("train", "dev", "test")
-    }
+    return {split: data.load_fsc(config.data.root, dataset, seed, split) for split in data.FEW_SHOT_SPLITS}
+
+
+def own_few_shot_folder(config: Config) -> Path:
+    settings = config.data.prompt
+    return settings.path or config.data.root / settings.dataset
+
+
+def load_own_few_shot(config: Config) -> dict[str, list[data.ClassificationExample]]:
+    """data.prompt's own folder (not a preset): train/dev/test with params' columns and verbalizers."""
+    settings = config.data.prompt
+    return data.load_few_shot_folder(
+        own_few_shot_folder(config), settings.text_column, settings.label_column, settings.verbalizers
+    )
+
+
+def check_inputs(config: Config) -> None:
+    """Read your own data (not the embedded presets, not a hub download) and raise DataError on the
+    first problem: the CLI calls it before any flow starts, so bad data is one line and exit 2."""
+    if summarization_source(config).kind in ("file", "folder"):
+        load_summaries.fn(config)
+    if not config.data.prompt.is_preset:
+        load_own_few_shot(config)
 
 
 def summarization_dir(config: Config) -> Path:
@@ -53,15 +101,26 @@ def prompt_dir(config: Config, dataset: str, seed: int) -> Path:
 
 @flow(name="prepare")
 def prepare(config: Config) -> dict[str, int]:
-    """Write every split pgg trains or evaluates on; return row counts (also saved as stats.json)."""
+    """Write every split pgg trains or evaluates on; return row counts (also saved as stats.json).
+
+    Every few-shot preset under data.root is prepared (each data seed; data.prompt's preset must be
+    there), and data.prompt's own folder when it names one."""
+    summaries = load_summaries(config)
+    few_shot = {
+        (dataset, seed): load_few_shot(config, dataset, seed)
+        for dataset in data.VERBALIZERS
+        if dataset == config.data.prompt.dataset or (config.data.root / data.FSC_DIR / dataset).is_dir()
+        for seed in data.FSC_SEEDS
+    }
+    if not config.data.prompt.is_preset:
+        few_shot[(config.data.prompt.dataset, config.data.prompt.seed)] = load_own_few_shot(config)
     counts: dict[str, int] = {}
-    for split, examples in load_summaries(config).items():
+    for split, examples in summaries.items():
         data.write_jsonl(summarization_dir(config) / f"{split}.jsonl", examples)
         counts[f"summarization/{split}"] = len(examples)
-    for dataset in data.VERBALIZERS:
-        for seed in data.FSC_SEEDS:
-            for split, examples in load_few_shot(config, dataset, seed).items():
-                data.write_jsonl(prompt_dir(config, dataset, seed) / f"{split}.jsonl", examples)
-                counts[f"prompt/{dataset}/{seed}/{split}"] = len(examples)
+    for (dataset, seed), splits in few_shot.items():
+        for split, examples in splits.items():
+            data.write_jsonl(prompt_dir(config, dataset, seed) / f"{split}.jsonl", examples)
+            counts[f"prompt/{dataset}/{seed}/{split}"] = len(examples)
     atomic_write_json(config.data.prepared_dir / "stats.json", counts)
     return counts

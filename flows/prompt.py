@@ -52,7 +52,8 @@ from components.preferences import RankedList
 from components.prompt_policy import PromptPolicy, build_prompt_policy
 from components.prompt_trainer import PromptTrainer
 from components.reward_model import TokenRewardModel
-from components.task_models import EncodedInputs, build_task_model
+from components.task_models import EncodedInputs, build_task_model, template_for, verbalizers_for
+from components.task_models import check_verbalizers as check_one_token
 from flows.checkpoints import is_complete, load_guidance, save_guidance
 from flows.common import (
     CONTENT_CACHE,
@@ -101,11 +102,29 @@ def _check_method(method: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"unknown prompt method {method!r}; use one of {', '.join(allowed)}")
 
 
-def _task_model(task_model: str, name: str, dataset: str, temperature: float, device: torch.device):
-    """The frozen task model ``task_model`` (prototype | mlm) on the backbone ``name``."""
+def task_words(config: Config) -> tuple[tuple[str, ...], str | None]:
+    """data.prompt's verbalizers and cloze template: the params', else the preset's."""
+    settings = config.data.prompt
+    verbalizers = settings.verbalizers or verbalizers_for(settings.dataset)
+    template = settings.template or (template_for(settings.dataset) if settings.is_preset else None)
+    return verbalizers, template
+
+
+def check_verbalizers(config: Config) -> None:
+    """VerbalizerError unless every verbalizer is one token of the task model's tokenizer (cheap: the
+    tokenizer only), so a bad word stops a stage before anything runs."""
+    check_one_token(task_words(config)[0], load_tokenizer(config.models.prompt.task_model_name))
+
+
+def _task_model(
+    task_model: str, name: str, words: tuple[tuple[str, ...], str | None], temperature: float, device
+):
+    """The frozen task model ``task_model`` (prototype | prefix_lm | mlm) on the backbone ``name``, with
+    ``words``: the verbalizers and cloze template of ``task_words``."""
     kind = TASK_MODEL_KINDS[task_model]
     kwargs = {"temperature": temperature} if kind in ("prototype", "prefix_lm") else {}
-    model = build_task_model(name, dataset, kind, **kwargs)
+    verbalizers, template = words
+    model = build_task_model(name, kind=kind, verbalizers=verbalizers, template=template, **kwargs)
     (model.model if kind == "masked_lm" else model.encoder).to(device)
     return model
 
@@ -154,7 +173,7 @@ def encode_split(
     split_path: Path,
     out: str,
     split: str,
-    dataset: str,
+    words: tuple[tuple[str, ...], str | None],
     task_model: str,
     task_model_name: str,
     limit: int | None,
@@ -162,7 +181,7 @@ def encode_split(
     """Encode a split with the frozen task model once; every method and step reuses it.
     (Outputs are passed as str: the cache key hashes Path arguments by content.)"""
     model = _task_model(
-        task_model, task_model_name, dataset, 1.0, torch.device("cpu")
+        task_model, task_model_name, words, 1.0, torch.device("cpu")
     )  # the temperature plays no part here
     examples = data.read_classification(split_path)[:limit]
     encoded = model.encode_inputs([e.text for e in examples])
@@ -226,7 +245,7 @@ def _trainer(config: Config, method: str, iteration: int, start, guidance_dir, d
     policy = _policy(config, device)  # built right after seeding: the adaptor's random init
     models = config.models.prompt
     task_model = _task_model(
-        models.task_model, models.task_model_name, config.data.prompt.dataset,
+        models.task_model, models.task_model_name, task_words(config),
         config.reward.prompt.task_temperature, device,
     )  # fmt: skip
     reward_model = None
@@ -331,7 +350,7 @@ def prompt_accuracies(
     task_model = _task_model(
         models.task_model,
         models.task_model_name,
-        config.data.prompt.dataset,
+        task_words(config),
         config.reward.prompt.task_temperature,
         device,
     )
@@ -360,7 +379,7 @@ def embed_flow(config: Config) -> dict[str, Path]:
 
 def _embed(config: Config) -> dict[str, Path]:
     """The encode tasks inside the calling flow (cheaper than a subflow; cached either way)."""
-    models, dataset = config.models.prompt, config.data.prompt.dataset
+    models, words = config.models.prompt, task_words(config)
     out = {}
     for split in SPLITS:
         target = embedding_file(config, split)
@@ -369,7 +388,7 @@ def _embed(config: Config) -> dict[str, Path]:
             split_file(config, split),
             str(target),
             split,
-            dataset,
+            words,
             models.task_model,
             models.task_model_name,
             limit,
@@ -384,11 +403,18 @@ def _fingerprint(config: Config, method: str) -> str:
     sections = [config.models.prompt, config.sampling.prompt, config.policy.prompt, config.loop.prompt]
     if method == "pgg":
         sections.append(config.guidance.prompt)
+    data_settings = config.data.prompt
+    # a preset's own words are fixed by its name (which names the folder): only params' words count, so
+    # complete blocks of a preset stay complete
+    words = (
+        [] if data_settings.verbalizers is None and data_settings.template is None else [task_words(config)]
+    )
     return content_hash(
         method,
         config.runtime.seed,
         split_file(config, "train"),
         split_file(config, "dev"),
+        *words,
         reward,
         settings.log_every,
         *sections,

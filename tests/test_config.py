@@ -27,6 +27,26 @@ BAD_PARAMS = {
     ),
     "rankings without file": ("guidance:\n  summarization:\n    preference: rankings\n", "rankings_file"),
     "unknown section": ("trainer:\n  lr: 1\n", "trainer"),
+    "own summaries without columns": ("data:\n  summarization:\n    dataset: mine.jsonl\n", "source_column"),
+    "bbc with columns": ("data:\n  summarization:\n    source_column: text\n", "bbc is a preset"),
+    "own prompt data without verbalizers": ("data:\n  prompt:\n    dataset: mine\n", "verbalizers"),
+    "own prompt data without a manual prompt": (
+        "data:\n  prompt:\n    dataset: mine\n    verbalizers: [bad, good]\n",
+        "eval.prompt.manual_prompts has no prompt for data.prompt.dataset 'mine'",
+    ),
+    "a folder as the prompt dataset's name": (
+        "data:\n  prompt:\n    dataset: /tmp/mine\n",
+        "data.prompt.path",
+    ),
+    "a preset's name for your folder": ("data:\n  prompt:\n    path: /tmp/mine\n", "is a preset"),
+    "two-word verbalizer": ("data:\n  prompt:\n    verbalizers: [very good, bad]\n", "one word"),
+    "verbalizers for another class count": ("data:\n  prompt:\n    verbalizers: [a, b, c]\n", "2 classes"),
+    "cloze without mask": ("data:\n  prompt:\n    template: '{input} {prompt}'\n", "{mask}"),
+    "mlm on your data without a template": (
+        "data:\n  prompt: {dataset: mine, verbalizers: [bad, good]}\n"
+        "models:\n  prompt: {task_model: mlm}\neval:\n  prompt: {manual_prompts: {mine: It was}}\n",
+        "data.prompt.template",
+    ),
 }
 
 

@@ -135,3 +135,13 @@ def test_every_listed_param_exists_in_params_yaml(stage_params):
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"{stage}: {key} is not in params.yaml"
                 node = node[part]
+
+
+def test_your_own_prompt_data_reruns_the_prompt_stages_only(stage_params):
+    prompt_stages = {"prompt_embed", "prompt_pgg", "prompt_seqpg", "prompt_random"} | {
+        f"evaluate_prompt@{m}" for m in ("none", "manual", "random", "seqpg", "pgg")
+    }
+    for key in ("data.prompt.verbalizers", "data.prompt.template"):  # the task model's classes
+        assert stale_after_changing(stage_params, key) == {"prepare"} | prompt_stages, key
+    assert stale_after_changing(stage_params, "data.prompt.text_column") == {"prepare", "prompt_embed"}
+    assert stale_after_changing(stage_params, "data.summarization.source_column") == {"prepare"}

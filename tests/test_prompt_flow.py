@@ -5,6 +5,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components.task_models import VerbalizerError
 from flows import prompt as p
 from flows.config import load_params
 from flows.prepare import prepare
@@ -183,3 +184,38 @@ def test_guidance_only_updates_spend_no_task_model_queries(tiny_params, tmp_path
         p.search_flow(config, method)
         saved = p.evaluate_flow(config, method)
         assert saved["policy_selection_evaluations"] > 0 and 0 <= saved["policy_test_accuracy"] <= 100
+
+
+def test_your_own_dataset_runs_through_search_and_evaluation(tmp_path, mlflow_uri, prefect_server):
+    """A 3-class TSV folder outside data.root (data.prompt.path), labels as words, params only."""
+    root, folder = tmp_path / "root", tmp_path / "elsewhere/topics"
+    root.mkdir()
+    (root / "news.jsonl").write_text(
+        "".join(json.dumps({"body": f"article {i}", "title": f"title {i}"}) + "\n" for i in range(20))
+    )
+    folder.mkdir(parents=True)
+    rows = ["the summit ends\tworld", "a late goal\tsports", "shares fall\tbusiness"] * 2
+    for split, n in (("train", 6), ("dev", 3), ("test", 3)):
+        (folder / f"{split}.tsv").write_text("headline\ttopic\n" + "\n".join(rows[:n]) + "\n")
+    overrides = {
+        "data.summarization": {"dataset": "news.jsonl", "source_column": "body", "target_column": "title",
+                               "validation_fraction": 0.3, "test_fraction": 0.3},
+        "data.prompt": {"dataset": "topics", "path": str(folder), "text_column": "headline",
+                        "label_column": "topic", "verbalizers": ["world", "sports", "business"]},
+        "eval.prompt.manual_prompts": {"topics": "Topic:"},
+    }  # fmt: skip
+    config = load_params(write_params(tmp_path, TINY.format(root=root, tmp=tmp_path)), overrides)
+    prepare(config)
+    p.check_verbalizers(config)
+    rows = p.search_flow(config, "pgg")
+    assert rows[-1]["evaluations"] == EVALUATIONS
+    for method in ("pgg", "manual"):
+        p.evaluate_flow(config, method)
+        saved = json.loads((tmp_path / "metrics/prompt/topics-13" / f"{method}.json").read_text())
+        assert saved["n_test"] == 3 and saved["test_accuracy"] in (0.0, 33.333, 66.667, 100.0)
+    run_id = (p.runs_dir(config) / "pgg/mlflow_run_id").read_text()
+    assert MlflowClient(mlflow_uri).get_run(run_id).data.tags["dataset"] == "topics"
+    two_tokens = load_params(write_params(tmp_path, TINY.format(root=root, tmp=tmp_path)), {
+        **overrides, "data.prompt.verbalizers": ["world", "sports", "supercalifragilistic"]})  # fmt: skip
+    with pytest.raises(VerbalizerError, match="'supercalifragilistic' is not one token"):
+        p.check_verbalizers(two_tokens)

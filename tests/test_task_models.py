@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from components.data import DataError
 from components.models import ModelSpec, load_model
 from components.task_models import (
     MaskedLMTaskModel,
@@ -8,6 +9,7 @@ from components.task_models import (
     PrototypeTaskModel,
     VerbalizerError,
     build_task_model,
+    check_verbalizers,
     template_for,
     verbalizers_for,
 )
@@ -51,6 +53,18 @@ def test_empty_or_special_only_prompt_is_rejected_but_no_prompt_baseline_works(t
         mlm.class_probs(["[PAD]"], TEXTS)
     assert tiny_prototype.no_prompt_class_probs(TEXTS).shape == (1, 4, 2)
     assert mlm.no_prompt_class_probs(TEXTS).shape == (1, 4, 2)
+
+
+def test_a_verbalizer_must_be_one_token_of_the_task_models_tokenizer():
+    tokenizer = load_model(ModelSpec("tiny", "encoder"))[0]
+    check_verbalizers(("world", "Sports", "business"), tokenizer)  # uncased: one token each
+    with pytest.raises(VerbalizerError, match="'supercalifragilistic' is not one token") as err:
+        check_verbalizers(("great", "supercalifragilistic"), tokenizer)
+    assert isinstance(err.value, DataError) and "\n" not in str(err.value)
+    with pytest.raises(VerbalizerError, match="data.prompt.verbalizers"):  # where the task model is built
+        build_task_model("tiny", kind="prefix_lm", verbalizers=["great", "supercalifragilistic"])
+    custom = build_task_model("tiny", kind="prototype", verbalizers=["world", "sports", "business"])
+    assert custom.class_probs(["topic:"], TEXTS).shape == (1, 4, 3)
 
 
 def test_unknown_dataset_is_a_clear_error():
