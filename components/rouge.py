@@ -15,8 +15,6 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-import evaluate
-
 METRIC_PATH = Path(__file__).resolve().parent / "metric_modules" / "rouge" / "rouge.py"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -26,7 +24,9 @@ _COMPUTE_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def _metric() -> evaluate.EvaluationModule:
+def _metric():
+    import evaluate  # ~10 s to import: the CLI and config checks that import this module never need it
+
     return evaluate.load(str(METRIC_PATH), keep_in_memory=True)
 
 
