@@ -11,6 +11,7 @@ A model name is one of:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -172,3 +173,12 @@ def _from_hub(auto_class, name: str):
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's weights in a fixed order: names a frozen base a checkpoint refers to."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -33,6 +33,9 @@ from components.prompt_policy import PromptPolicy
 from components.ranking_losses import pairwise_accuracy
 from components.reward_model import TokenRewardModel
 
+ADAPTOR_FILE = "adaptor.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+
 METHODS = ("pgg", "seqpg", "random")
 
 
@@ -163,9 +166,11 @@ class PromptTrainer:
 
     def save(self, folder: Path) -> None:
         """Adaptor and optimizer state (what a resumed search continues from)."""
-        self.policy.save_adaptor(folder / "adaptor.pt")
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        self.policy.save_adaptor(folder / ADAPTOR_FILE)
+        torch.save(self.optimizer.state_dict(), folder / OPTIMIZER_FILE)
 
-    def load(self, folder: Path) -> None:
-        self.policy.load_adaptor(folder / "adaptor.pt")
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    def load(self, folder: Path, with_optimizer: bool = True) -> None:
+        """The adaptor, and the optimizer state to keep training (not needed to sample or evaluate)."""
+        self.policy.load_adaptor(folder / ADAPTOR_FILE)
+        if with_optimizer:
+            self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))

@@ -40,7 +40,6 @@ backbone (or one not built from a spec) is saved with ``save_pretrained``. One c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -54,7 +53,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from components.models import ModelSpec, load_model, load_tokenizer
+from components.models import ModelSpec, load_model, load_tokenizer, weights_sha256
 
 BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq")
 SQUASHES = ("softplus", "sigmoid")
@@ -277,11 +276,7 @@ class TokenRewardModel(nn.Module):
 
     def backbone_digest(self) -> str:
         """SHA-256 of the weights the rewards read (the token body), in a fixed order."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self._token_body().state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return weights_sha256(self._token_body())
 
     def _saves_reference(self) -> bool:
         # A seq2seq warm start gets random cross-attention on every load: no stable reference.

@@ -14,7 +14,8 @@ Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
   {method}/iter-0/              warm-up: warmup_lists lists from the initial policy, no update; for pgg
                                 they are the first guidance fit's data
   {method}/iter-{i}/            policy steps (i-1)*refit_every+1 .. i*refit_every:
-      adaptor.pt, optimizer.pt  policy adaptor and Adam state after the block (pgg, seqpg)
+      adaptor.pt, optimizer.pt  policy adaptor and Adam state after the block (pgg, seqpg); a finished
+                                search keeps the last adaptor only (the rest were resume points)
       guidance/                 token reward model fitted before the block (pgg, refit blocks)
       prompts.jsonl             every prompt scored in the block: step, list, prompt, reward, train_accuracy
       state.json                log rows + input fingerprint; written last, marks the block complete
@@ -50,11 +51,11 @@ from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_tokenizer
 from components.preferences import RankedList
 from components.prompt_policy import PromptPolicy, build_prompt_policy
-from components.prompt_trainer import PromptTrainer
+from components.prompt_trainer import ADAPTOR_FILE, OPTIMIZER_FILE, PromptTrainer
 from components.reward_model import TokenRewardModel
 from components.task_models import EncodedInputs, build_task_model, template_for, verbalizers_for
 from components.task_models import check_verbalizers as check_one_token
-from flows.checkpoints import is_complete, load_guidance, save_guidance
+from flows.checkpoints import is_complete, load_guidance, save_guidance, superseded_payload
 from flows.common import (
     CONTENT_CACHE,
     apply_runtime,
@@ -240,8 +241,11 @@ def _block_steps(config: Config, iteration: int) -> list[tuple[int, int]]:
     return [(step, batch) for step in range(first, min(first + loop.refit_every, loop.policy_steps + 1))]
 
 
-def _trainer(config: Config, method: str, iteration: int, start, guidance_dir, device) -> PromptTrainer:
-    """The block's policy (continuing from ``start``), task model and, for pgg, fitted token rewards."""
+def _trainer(
+    config: Config, method: str, iteration: int, start, guidance_dir, device, resume: bool = True
+) -> PromptTrainer:
+    """The block's policy (continuing from ``start``; ``resume``: with its optimizer state, to train on),
+    task model and, for pgg, fitted token rewards."""
     policy = _policy(config, device)  # built right after seeding: the adaptor's random init
     models = config.models.prompt
     task_model = _task_model(
@@ -254,7 +258,7 @@ def _trainer(config: Config, method: str, iteration: int, start, guidance_dir, d
         _check_tokenizers(policy, load_tokenizer(models.reward_backbone))
     trainer = PromptTrainer(policy, task_model, config.prompt_train_config(method), reward_model)
     if start is not None and method != "random":
-        trainer.load(start)
+        trainer.load(start, with_optimizer=resume)
     return trainer
 
 
@@ -473,7 +477,17 @@ def search_flow(config: Config, method: str) -> list[dict]:
         loop.write_curve(rows)
         if method == "pgg":
             loop.write_curve(refits, "guidance.json")
+        loop.compact(_superseded(loop.dir, schedule.iterations))
     return rows
+
+
+def _superseded(method_dir: Path, iterations: int) -> list[Path]:
+    """What only a resume needed: every optimizer state, the adaptors before the last block and the
+    guidance before the last refit (evaluation reads the last adaptor and guidance only)."""
+    blocks = [method_dir / f"iter-{i}" for i in range(iterations + 1)]
+    guidance = [b / "guidance" for b in blocks if (b / "guidance").is_dir()]
+    files = [b / OPTIMIZER_FILE for b in blocks] + [b / ADAPTOR_FILE for b in blocks[:-1]]
+    return [f for f in files if f.exists()] + [p for g in guidance[:-1] for p in superseded_payload(g)]
 
 
 def _check_preference(config: Config, method: str) -> None:
@@ -581,7 +595,7 @@ def policy_candidates(config: Config, method: str) -> tuple[list[str], list[floa
     device = apply_runtime(config.runtime)
     generator = seed_everything(config.runtime.seed * 1000 + 999)
     guidance = _last_guidance(config) if method == "pgg" else None
-    trainer = _trainer(config, method, 1, _last_block(config, method), guidance, device)
+    trainer = _trainer(config, method, 1, _last_block(config, method), guidance, device, resume=False)
     ids, texts = trainer.sample(config.eval.prompt.policy_samples, generator)
     if method != "random":
         greedy_ids, greedy_text = trainer.policy.greedy()

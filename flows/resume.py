@@ -11,10 +11,16 @@ Both task loops (summarization's align, the prompt search) run through this::
                 ...                                        # the iteration's work, writing into it.dir
                 it.finish({"metrics": row})                # state.json last: only now is it complete
         loop.write_curve(rows)
+        loop.compact(superseded)                           # the finished loop drops what only a resume needed
 
 A killed run leaves at most one incomplete iteration folder; the rerun redoes it and keeps the rest,
 so the final results equal an uninterrupted run's. Fingerprints chain (iteration i's covers i-1's),
 so a change that invalidates one iteration invalidates every later one.
+
+A finished loop is compacted: the weights only a resume would start from (earlier iterations' checkpoints,
+optimizer states) are deleted, their state.json files stay (metrics and curves are read from them). A
+compacted loop is therefore complete or redone from its first iteration: if any of its iterations is
+missing or stale on a rerun, every iteration is redone.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from flows.checkpoints import is_complete, read_state
 from flows.common import atomic_write_json, content_hash
 
 RUN_ID_FILE = "mlflow_run_id"
+COMPACTED_FILE = "compacted"  # present once a finished loop dropped its superseded weights
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,25 @@ class ResumableLoop:
 
     def iterations(self, first: int, last: int) -> Iterator[Iteration]:
         """Iterations ``first..last`` (folders iter-{i}), each with its chained fingerprint."""
-        fingerprint = self.fingerprint
+        fingerprint, chain = self.fingerprint, []
         for number in range(first, last + 1):
             fingerprint = content_hash(fingerprint, number)
-            yield Iteration(number, self.dir / f"iter-{number}", fingerprint)
+            chain.append(Iteration(number, self.dir / f"iter-{number}", fingerprint))
+        marker = self.dir / COMPACTED_FILE
+        if marker.exists() and not all(it.done for it in chain):  # a missing start point: redo them all
+            for it in chain:
+                it.restart()
+            marker.unlink()
+        yield from chain
+
+    def compact(self, superseded: list[Path]) -> None:
+        """Delete ``superseded`` (files or folders) of the finished loop and mark it compacted."""
+        for path in superseded:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        (self.dir / COMPACTED_FILE).write_text("superseded checkpoints deleted; see flows/resume.py\n")
 
     def write_curve(self, rows: list[dict], name: str = "curve.json") -> None:
         """``rows`` for `dvc plots` (runs/.../curve.json) and as an MLflow artifact of the run."""

@@ -6,14 +6,17 @@ together; the math is in components/ (policy_trainer, guidance_trainer, referenc
 Layout under runs/summarization/ (DVC outputs):
   encoder_cache/{split}.pt          frozen-encoder states, shared by sampling, training and guidance
   warmstart/                        MLE warm start every method starts from
-  {method}/iter-{i}/policy/         policy after iteration i
+  {method}/iter-{i}/policy/         policy after iteration i (frozen encoder: the rest of the weights
+                                    plus a hash-checked reference to the pretrained encoder)
   {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
   {method}/iter-{i}/state.json      iteration metrics + input fingerprint; written last
   test_predictions/{method}.jsonl   per-article test predictions and ROUGE (evaluate)
   pgg/reference_states.pt           frozen reward-backbone states of the training references,
                                     computed at the first refit and reused by the later ones
 An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
-so a killed run resumes from its last complete iteration (flows/resume.py).
+so a killed run resumes from its last complete iteration (flows/resume.py). A finished loop keeps the
+weights of its last policy and guidance only (and drops reference_states.pt): the earlier ones were
+only resume points.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from components.encoder_cache import EncodedSources, encode_sources
 from components.guidance_trainer import GuidanceTrainer, token_rewards
 from components.lead_baseline import lead_summaries
 from components.models import ModelSpec, load_model, load_tokenizer
+from components.policy_checkpoint import REFERENCE_FILE
 from components.policy_trainer import rouge_reward, train_policy
 from components.preferences import RankedList, load_ranked_lists, make_preference, rank_candidates
 from components.reference_rewards import (
@@ -52,7 +56,16 @@ from components.seq2seq_policy import (
     tokenize_sources,
 )
 from flows import reporting
-from flows.checkpoints import is_complete, load_guidance, load_policy, read_state, save_guidance, save_policy
+from flows.checkpoints import (
+    is_complete,
+    load_guidance,
+    load_policy,
+    read_state,
+    save_guidance,
+    save_policy,
+    standalone_policy,
+    superseded_payload,
+)
 from flows.common import (
     PhaseTimer,
     apply_runtime,
@@ -73,6 +86,12 @@ from flows.tracking import check_reachable, log_step_metric, pipeline_run, track
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
 PGG_POLICY_KEYS = ("wmle_weighting", "reinforce_coef", "entropy_coef")
+REFERENCE_STATES_FILE = "reference_states.pt"
+
+
+def policy_spec(models) -> ModelSpec:
+    """The pretrained model every policy starts from (a frozen-encoder checkpoint refers to its encoder)."""
+    return ModelSpec(models.policy, "seq2seq", models.decoder_layers)
 
 
 def runs_dir(config: Config) -> Path:
@@ -127,7 +146,7 @@ def _step_log(label: str, total: int):
 def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     """Run the frozen encoder once over a split and store its states. (Outputs are passed as str:
     the cache key hashes Path arguments by content, and an output's content is not an input.)"""
-    tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
+    tokenizer, model = load_model(policy_spec(models))
     examples = data.read_summaries(split_path)
     encoded = encode_sources(
         model.get_encoder(),
@@ -153,7 +172,7 @@ def warm_start(
     """MLE fine-tuning from the pretrained weights: the shared starting point of every method."""
     seed_everything(seed)
     accelerator = make_accelerator(hw)
-    tokenizer, model = load_model(ModelSpec(models.policy, "seq2seq", models.decoder_layers))
+    tokenizer, model = load_model(policy_spec(models))
     if models.freeze_encoder:
         freeze_encoder(model)
     examples = data.read_summaries(train_path)
@@ -170,7 +189,7 @@ def warm_start(
         "final_loss": sum(h["loss"] for h in tail) / len(tail),
         "seconds": sum(h["seconds"] for h in history),
     }
-    write_once(accelerator, lambda: save_policy(model, tokenizer, Path(out), state))
+    write_once(accelerator, lambda: save_policy(model, tokenizer, Path(out), state, policy_spec(models)))
     return Path(out)
 
 
@@ -290,7 +309,7 @@ def _cached_reference_states(config: Config, reward_model, labels, mask, reading
         [getattr(models, name) for name in REWARD_MODEL_KEYS], models.source_prefix, sampling.max_source_tokens,
         sampling.max_target_tokens, split_file(config, "train"), labels.shape,
     )  # fmt: skip
-    path = runs_dir(config) / "pgg" / "reference_states.pt"
+    path = runs_dir(config) / "pgg" / REFERENCE_STATES_FILE
     if path.exists():
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -356,7 +375,9 @@ def train_iteration(
         stats["policy/first_token_weight"] = first_weight
     write_once(
         accelerator,
-        lambda: save_policy(model, tokenizer, out, {"method": method, "iteration": iteration, **stats}),
+        lambda: save_policy(
+            model, tokenizer, out, {"method": method, "iteration": iteration, **stats}, policy_spec(models)
+        ),
     )
     return stats
 
@@ -427,7 +448,8 @@ def _fingerprint(config: Config, method: str, warm: Path) -> str:
         sections.append(config.sampling.summarization)
     if method == "pgg":
         sections.append(config.guidance.summarization)
-    weights = sorted(Path(warm).glob("*.safetensors"))  # not state.json: it holds wall-clock seconds
+    # not state.json: it holds wall-clock seconds
+    weights = sorted([*Path(warm).glob("*.safetensors"), *Path(warm).glob(REFERENCE_FILE)])
     return content_hash(method, config.runtime.seed, weights, *sections)
 
 
@@ -460,16 +482,17 @@ def _show_guidance(config: Config, guidance: Path, lists: list[RankedList], iter
 
 def _register_policy(config: Config, policy: Path) -> None:
     sampling = config.sampling.summarization
-    reporting.log_policy_model(
-        policy,
-        Path(__file__).with_name("policy_model.py"),
-        registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
-        model_config={
-            "max_source_tokens": sampling.max_source_tokens,
-            "max_new_tokens": sampling.max_target_tokens,
-            "source_prefix": config.models.summarization.source_prefix,
-        },
-    )
+    with standalone_policy(policy) as folder:  # the whole model: the registered one loads without pgg
+        reporting.log_policy_model(
+            folder,
+            Path(__file__).with_name("policy_model.py"),
+            registered_name=f"{config.tracking.experiment_prefix}-{TASK}",
+            model_config={
+                "max_source_tokens": sampling.max_source_tokens,
+                "max_new_tokens": sampling.max_target_tokens,
+                "source_prefix": config.models.summarization.source_prefix,
+            },
+        )
 
 
 def _sample(config: Config, policy: Path, iteration: int) -> list[RankedList]:
@@ -536,7 +559,18 @@ def align_flow(config: Config, method: str) -> list[dict]:
             mlflow.log_metrics(rows[-1], step=it.number)
             guidance_epochs = _log_step_curves(it, schedule, guidance_epochs)
         _finish(config, method, loop, rows, policy)
+        loop.compact(_superseded(loop.dir, schedule.iterations, method))
     return rows
+
+
+def _superseded(method_dir: Path, iterations: int, method: str) -> list[Path]:
+    """What only a resume needed: the policies and guidance before the last, and pgg's reference-state
+    cache (~70 MB per policy with MiniLM; the final policy and guidance are the stage's results)."""
+    folders = [method_dir / f"iter-{i}" for i in range(1, iterations + 1)]
+    guidance = [f / "guidance" for f in folders if (f / "guidance").is_dir()]
+    earlier = [f / "policy" for f in folders[:-1]] + guidance[:-1]
+    cache = [method_dir / REFERENCE_STATES_FILE] if method == "pgg" else []
+    return [path for folder in earlier for path in superseded_payload(folder)] + cache
 
 
 def _state_of(folder: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,20 @@ def policy_config(method: str = "mle", **fields):
     ):
         fields["sampled_articles"] = None
     return dataclasses.replace(base, **fields)
+
+
+@contextmanager
+def killed_when(monkeypatch, module, name: str, when):
+    """The block runs with ``module.name`` raising wherever ``when(*args)`` holds (a crash there); the
+    block must fail with it."""
+    real = getattr(module, name)
+
+    def crashing(*args, **kwargs):
+        if when(*args):
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, name, crashing)
+        with pytest.raises(RuntimeError, match="killed"):
+            yield

@@ -1,6 +1,7 @@
 """The prompt search end to end with tiny models, real Prefect (test server) and real MLflow (sqlite)."""
 
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -9,7 +10,7 @@ from components.task_models import VerbalizerError
 from flows import prompt as p
 from flows.config import load_params
 from flows.prepare import prepare
-from tests.conftest import write_params
+from tests.conftest import killed_when, write_params
 
 # Warm-up 4 lists + 2 policy steps x 2 lists, K = 3: every search method scores 24 prompts.
 TINY = """
@@ -130,13 +131,22 @@ def test_baselines_write_metrics_with_the_same_budget(tiny_config, mlflow_uri):
     assert manual and manual[0].data.tags["selected_prompt"] == "It was"
 
 
-def test_resume_skips_complete_blocks_and_matches(tiny_config, mlflow_uri):
+def test_resume_skips_complete_blocks_and_matches(tiny_config, mlflow_uri, monkeypatch):
     first = p.search_flow(tiny_config, "seqpg")
     method_dir = p.runs_dir(tiny_config) / "seqpg"
-    adaptor = (method_dir / "iter-1/adaptor.pt").stat().st_mtime_ns
-    (method_dir / "iter-2/state.json").unlink()  # as if killed during the last block
+    last = f"iter-{tiny_config.loop.prompt.iterations}"
+    # Finished: optimizer states and earlier adaptors were only resume points.
+    assert not list(method_dir.glob("iter-*/optimizer.pt"))
+    assert [a.parent.name for a in method_dir.glob("iter-*/adaptor.pt")] == [last]
+    shutil.rmtree(method_dir)
+
+    last_block = tiny_config.loop.prompt.iterations
+    with killed_when(monkeypatch, p, "search_block", lambda method, iteration, *_: iteration == last_block):
+        p.search_flow(tiny_config, "seqpg")
+    assert (method_dir / "iter-1/optimizer.pt").exists()  # not finished: kept to resume from
+    adaptor = (method_dir / "iter-1/state.json").stat().st_mtime_ns
     second = p.search_flow(tiny_config, "seqpg")
-    assert (method_dir / "iter-1/adaptor.pt").stat().st_mtime_ns == adaptor
+    assert (method_dir / "iter-1/state.json").stat().st_mtime_ns == adaptor  # not redone
     for a, b in zip(first, second, strict=True):
         assert a["best_prompt"] == b["best_prompt"]
         assert a["reward/mean"] == pytest.approx(b["reward/mean"])

@@ -80,11 +80,11 @@ def test_sigkill_mid_loop_resumes_and_matches_an_uninterrupted_run(
         process.wait()
     complete = [i for i in range(1, 5) if is_complete(method_dir / f"iter-{i}")]
     assert complete[-1] < 4, "the run finished before the kill; nothing was interrupted"
-    saved = (method_dir / "iter-1" / "policy" / "model.safetensors").stat().st_mtime_ns
+    saved = (method_dir / "iter-1" / "policy" / "state.json").stat().st_mtime_ns
     killed_run = (method_dir / "mlflow_run_id").read_text()
 
     resumed = s.align_flow(killed, "mle")
-    assert (method_dir / "iter-1" / "policy" / "model.safetensors").stat().st_mtime_ns == saved  # not redone
+    assert (method_dir / "iter-1" / "policy" / "state.json").stat().st_mtime_ns == saved  # not redone
     new_run = MlflowClient(mlflow_uri).get_run((method_dir / "mlflow_run_id").read_text())
     assert new_run.data.tags["resumed_from"] == killed_run  # the new run links the one it resumed
 

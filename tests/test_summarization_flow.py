@@ -1,7 +1,9 @@
 """The summarization loop end to end with tiny models, real Prefect (test server) and real MLflow (sqlite)."""
 
 import json
+import shutil
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -13,7 +15,7 @@ from flows.checkpoints import CheckpointError, load_policy
 from flows.config import load_params
 from flows.distributed import hardware
 from flows.prepare import prepare
-from tests.conftest import PROJECT_ROOT, write_params
+from tests.conftest import PROJECT_ROOT, killed_when, write_params
 
 TINY = """
 data:
@@ -73,6 +75,11 @@ def test_pgg_loop_logs_every_iteration_and_checkpoints(tiny_config, mlflow_uri):
     run = client.get_run(run_id)
     assert run.data.tags["method"] == "pgg" and run.data.tags["params_hash"] == tiny_config.digest()
     assert run.data.params["guidance.summarization.aggregation"] == "avg"
+    # The final policy refers to its frozen encoder on disk; the registered model holds all of it.
+    assert (method_dir / "iter-2/policy/base_model.json").exists()
+    summarizer = mlflow.pyfunc.load_model("models:/pgg-summarization@champion")
+    summaries = summarizer.predict(["The bank raised its rates again on Tuesday."])
+    assert len(summaries) == 1 and isinstance(summaries[0], str)
 
 
 def test_rerun_hits_cache_for_warmstart_and_sampling(tiny_config, mlflow_uri):
@@ -87,15 +94,27 @@ def test_rerun_hits_cache_for_warmstart_and_sampling(tiny_config, mlflow_uri):
     assert states["train-pgg"] == "Completed"
 
 
-def test_resume_skips_complete_iterations_and_matches(tiny_config, mlflow_uri):
+def test_resume_skips_complete_iterations_and_matches(tiny_config, mlflow_uri, monkeypatch):
     first = s.align_flow(tiny_config, "mle")
     method_dir = s.runs_dir(tiny_config) / "mle"
-    iter1 = (method_dir / "iter-1/policy/model.safetensors").stat().st_mtime_ns
-    (method_dir / "iter-2/state.json").unlink()  # as if killed during iteration 2
+    # Finished: the earlier policy was only a resume point, so only its state.json (curves) stays.
+    assert [f.name for f in (method_dir / "iter-1/policy").iterdir()] == ["state.json"]
+    assert (method_dir / "iter-2/policy/model.safetensors").exists()
+    shutil.rmtree(method_dir)
+
+    with killed_when(monkeypatch, s, "evaluate_policy", lambda policy, *_: policy.parent.name == "iter-2"):
+        s.align_flow(tiny_config, "mle")
+    assert (method_dir / "iter-1/policy/model.safetensors").exists()  # not finished: kept to resume from
+    iter1 = (method_dir / "iter-1/policy/state.json").stat().st_mtime_ns
     second = s.align_flow(tiny_config, "mle")
-    assert (method_dir / "iter-1/policy/model.safetensors").stat().st_mtime_ns == iter1
+    assert (method_dir / "iter-1/policy/state.json").stat().st_mtime_ns == iter1  # not redone
     assert second[-1]["val/rougeL"] == pytest.approx(first[-1]["val/rougeL"])
     assert second[-1]["policy/loss"] == pytest.approx(first[-1]["policy/loss"], rel=1e-5)
+
+    (method_dir / "iter-2/state.json").unlink()  # a finished loop lost its last iteration: no resume point
+    third = s.align_flow(tiny_config, "mle")  # so it is redone from the warm start
+    assert (method_dir / "iter-1/policy/state.json").stat().st_mtime_ns != iter1
+    assert third[-1]["policy/loss"] == pytest.approx(first[-1]["policy/loss"], rel=1e-5)
 
 
 def test_evaluate_writes_metrics_for_methods_and_lead(tiny_config, mlflow_uri):
