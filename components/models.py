@@ -175,10 +175,13 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def weights_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's weights in a fixed order: names a frozen base a checkpoint refers to."""
+def weights_sha256(module: torch.nn.Module, exclude: frozenset[str] = frozenset()) -> str:
+    """SHA-256 of a module's weights in a fixed order (less the ``exclude`` names): names a frozen base
+    a checkpoint refers to."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
+        if name in exclude:
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -31,8 +31,10 @@ guidance trainer then runs it at every step.
 stays in eval mode (no dropout) even when the module is put in train mode.
 
 Saving: a frozen backbone built by ``from_spec`` is saved as a reference (its ``ModelSpec`` and a
-SHA-256 of its weights, checked on load), not as a copy; only the head is written. A trainable
-backbone (or one not built from a spec) is saved with ``save_pretrained``. One call loads either::
+SHA-256 of its weights, checked on load), not as a copy; only the head is written. With
+``trainable_layers=n`` the top n layers are written beside the head and the rest is the reference. A
+wholly trainable backbone (or one not built from a spec) is saved with ``save_pretrained``. One call
+loads any of them::
 
     model = TokenRewardModel.load(folder)
     model.token_rewards(["a text"])   # [[(token, reward), ...]]
@@ -59,6 +61,7 @@ BACKBONE_KINDS = ("encoder", "causal_lm", "seq2seq")
 SQUASHES = ("softplus", "sigmoid")
 CONFIG_FILE = "reward_model.json"
 HEAD_FILE = "head.pt"
+TRAINED_LAYERS_FILE = "trained_layers.pt"  # trainable_layers=n: the top n layers' weights
 TOKENIZER_DIR = "tokenizer"
 MIN_REWARD = 1e-8  # keeps real tokens strictly above pads (0) even where softplus underflows
 
@@ -275,12 +278,19 @@ class TokenRewardModel(nn.Module):
         return hidden[:, source_ids.shape[1] :]
 
     def backbone_digest(self) -> str:
-        """SHA-256 of the weights the rewards read (the token body), in a fixed order."""
-        return weights_sha256(self._token_body())
+        """SHA-256 of the frozen weights the rewards read (the token body less its trained layers)."""
+        return weights_sha256(self._token_body(), exclude=frozenset(self._trained_layer_weights()))
+
+    def _trained_layer_weights(self) -> dict[str, torch.Tensor]:
+        """The token body's weights that train while the rest stays frozen (trainable_layers=n)."""
+        if self.freeze_backbone or self.trainable_layers is None:
+            return {}
+        return {n: p.detach().cpu() for n, p in self._token_body().named_parameters() if p.requires_grad}
 
     def _saves_reference(self) -> bool:
         # A seq2seq warm start gets random cross-attention on every load: no stable reference.
-        return self.freeze_backbone and self.spec is not None and self.kind != "seq2seq"
+        partly_frozen = self.freeze_backbone or self.trainable_layers is not None
+        return partly_frozen and self.spec is not None and self.kind != "seq2seq"
 
     def save(
         self, directory: str | Path, tokenizer: transformers.PreTrainedTokenizerBase | None = None
@@ -303,6 +313,9 @@ class TokenRewardModel(nn.Module):
         if self._saves_reference():
             settings["backbone_spec"] = asdict(self.spec)
             settings["backbone_sha256"] = self.backbone_digest()
+            trained = self._trained_layer_weights()
+            if trained:
+                torch.save(trained, directory / TRAINED_LAYERS_FILE)
         else:
             self.backbone.save_pretrained(directory / "backbone")
         torch.save(self.head.state_dict(), directory / HEAD_FILE)
@@ -342,13 +355,21 @@ class TokenRewardModel(nn.Module):
             trainable_layers=settings.get("trainable_layers"),
         )
         if spec is not None:
-            found = model.backbone_digest()
+            trained = {}
+            if (directory / TRAINED_LAYERS_FILE).is_file():
+                trained = torch.load(directory / TRAINED_LAYERS_FILE, map_location="cpu", weights_only=True)
+            found = weights_sha256(model._token_body(), exclude=frozenset(trained))
             if found != settings["backbone_sha256"]:
                 raise ValueError(
                     f"{directory}: the base weights of {spec.name!r} ({spec.kind}) changed since this head "
                     f"was fitted (sha256 {found[:12]} != {settings['backbone_sha256'][:12]}); refit it"
                 )
             model.spec = spec
+            unexpected = model._token_body().load_state_dict(trained, strict=False).unexpected_keys
+            if unexpected:
+                raise ValueError(
+                    f"{directory}: {TRAINED_LAYERS_FILE} has weights the backbone lacks ({unexpected[0]}); refit it"
+                )
         model.head.load_state_dict(torch.load(directory / HEAD_FILE, map_location="cpu", weights_only=True))
         if (directory / TOKENIZER_DIR).is_dir():
             model.tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)

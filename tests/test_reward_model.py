@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -118,6 +120,38 @@ def test_trainable_layers_train_only_the_top_layers_and_the_head(tmp_path):
     assert TokenRewardModel.load(tmp_path / "rm").trainable_layers == 1
     with pytest.raises(ValueError, match="trainable_layers"):
         _model("causal_lm", trainable_layers=3)
+
+
+def test_top_layers_are_saved_beside_a_reference_to_the_frozen_rest(tmp_path):
+    model = _model("causal_lm", trainable_layers=1)
+    top = transformer_layers(model.backbone.base_model)[1]
+    with torch.no_grad():  # as a fit would: the top block moves away from the base weights
+        for p in top.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.save(tmp_path / "rm")
+    assert sorted(f.name for f in (tmp_path / "rm").iterdir()) == [
+        "head.pt",
+        "reward_model.json",
+        "trained_layers.pt",
+    ]
+    saved = torch.load(tmp_path / "rm" / "trained_layers.pt", weights_only=True)
+    assert len(saved) == len(list(top.parameters()))  # the top block only, not the frozen rest
+    ids, mask, source, source_mask = _inputs()
+    loaded = TokenRewardModel.load(tmp_path / "rm")
+    with torch.no_grad():
+        expected = model.eval()(ids, mask, source_ids=source, source_attention_mask=source_mask)
+        got = loaded(ids, mask, source_ids=source, source_attention_mask=source_mask)
+    assert torch.equal(expected, got)
+    frozen_for_evaluation = TokenRewardModel.load(tmp_path / "rm", freeze_backbone=True)
+    assert torch.equal(
+        frozen_for_evaluation(ids, mask, source_ids=source, source_attention_mask=source_mask), got
+    )
+
+    settings = json.loads((tmp_path / "rm" / "reward_model.json").read_text())
+    settings["backbone_sha256"] = "0" * 64  # the base weights changed since the fit
+    (tmp_path / "rm" / "reward_model.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="changed since this head was fitted"):
+        TokenRewardModel.load(tmp_path / "rm")
 
 
 def test_reset_head_restores_constant_rewards():
