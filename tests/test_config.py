@@ -27,6 +27,11 @@ BAD_PARAMS = {
     ),
     "rankings without file": ("guidance:\n  summarization:\n    preference: rankings\n", "rankings_file"),
     "unknown section": ("trainer:\n  lr: 1\n", "trainer"),
+    "trainable layers of a frozen backbone": (
+        "guidance:\n  prompt:\n    freeze_backbone: true\n    trainable_layers: 2\n",
+        "trainable_layers",
+    ),
+    "window of no blocks": ("guidance:\n  prompt:\n    window_blocks: 0\n", "guidance.prompt.window_blocks"),
 }
 
 

@@ -1,0 +1,252 @@
+"""Prompt recipe (issue #14): guidance data, guidance-only policy updates, loss ablations; chosen on dev.
+
+    python -m bench.prompt_recipe guidance  [--seeds 13 21 42]   # 1. what the guidance learns from
+    python -m bench.prompt_recipe updates   [--seeds 13 21 42]   # 2. M guidance-only updates per real one
+    python -m bench.prompt_recipe ablations [--seeds 13 21 42]   # 3. reward-to-go, raw r_t
+    python -m bench.prompt_recipe test      [--seeds 13 21 42 87 100]  # 4. once, for the chosen default
+    python -m bench.prompt_recipe report                          # the BENCHMARKS.md section
+
+Every run is SST-2 with ``params.yaml`` plus the overrides of its row, in one runs folder
+(runs/bench/prompt_recipe/runs: the embeddings and the seqpg / random searches are shared by every
+row of a seed; a pgg row with other settings restarts pgg's blocks). Phases 2 and 3 vary one thing
+from the defaults of ``params.yaml``, so set the winner of the previous phase there first.
+Phases 1-3 read dev accuracy only: of the best-scored selection (the top eval.prompt.candidates
+prompts by training reward, best on dev) and of the policy selection (the trained policy's greedy
+prompt and samples, ranked by the learned reward for pgg, by extra task-model queries for the
+baselines). Test accuracy is read in phase 4 only. Results accumulate in results.json (a row that
+is there is not rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import flows  # noqa: F401  (project-local Prefect home, offline hub)
+from bench.report import markdown_table, write_section
+from flows.config import DEFAULT_PARAMS, load_params
+
+ROOT = Path("runs/bench/prompt_recipe")
+TODAY = {
+    "guidance.prompt.window_blocks": 1,
+    "guidance.prompt.resampled_lists": 0,
+    "guidance.prompt.freeze_backbone": True,
+    "guidance.prompt.trainable_layers": None,
+    "guidance.prompt.lr": 1e-3,
+    "policy.prompt.guidance_updates": 0,
+}
+PHASES = {
+    "guidance": {  # (a) today's, (b) every list so far, (c) resampled lists, (d) trainable top layers
+        "a. last block (today)": TODAY,
+        "b. all lists so far": {**TODAY, "guidance.prompt.window_blocks": None},
+        "c. resampled, 16 per batch": {**TODAY, "guidance.prompt.resampled_lists": 16},
+        "b+c. all lists, resampled": {
+            **TODAY,
+            "guidance.prompt.window_blocks": None,
+            "guidance.prompt.resampled_lists": 16,
+        },  # fmt: skip
+        "d. top 2 layers train, lr 5e-5": {
+            **TODAY,
+            "guidance.prompt.freeze_backbone": False,
+            "guidance.prompt.trainable_layers": 2,
+            "guidance.prompt.lr": 5e-5,
+        },  # fmt: skip
+    },
+    "updates": {f"M = {m}": {"policy.prompt.guidance_updates": m} for m in (0, 2, 4, 8)},
+    "ablations": {
+        "default": {},
+        "reward-to-go": {"policy.prompt.reward_to_go": True},
+        "raw r_t (no z-score)": {"policy.prompt.normalize_rewards": False},
+    },
+}
+BASELINES = ("seqpg", "random")
+
+
+def config_for(params: Path, seed: int, overrides: dict, threads: int):
+    from flows.prepare import prepare
+    from flows.prompt import split_file
+
+    config = load_params(
+        params,
+        {
+            "data.prompt.dataset": "sst-2",
+            "data.prompt.seed": seed,
+            "runtime.runs_dir": str(ROOT / "runs"),
+            "runtime.threads": threads,
+            **overrides,
+        },
+    )
+    if not split_file(config, "test").exists():
+        prepare(config)
+    return config
+
+
+def dev_selection(config, method: str) -> dict:
+    """Dev accuracy (%) of the best-scored and the policy selection, and the queries they cost."""
+    from components.gap_reward import rank_by_reward
+    from flows.prompt import _search_prompts, policy_candidates, prompt_accuracies
+
+    top = config.eval.prompt.candidates
+    records = _search_prompts(config, method)
+    ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])
+    scored_dev = prompt_accuracies([p for p, _ in ranked[:top]], ("dev",), config)["dev"]
+    prompts, _, queries = policy_candidates(config, method)
+    policy_dev = prompt_accuracies(prompts[:top], ("dev",), config)["dev"]
+    return {
+        "scored_dev": max(scored_dev),
+        "policy_dev": max(policy_dev),
+        "evaluations": len(records) + queries,
+    }
+
+
+def search(config, method: str) -> dict:
+    """One search (skipped when complete with the same inputs), its guidance metrics and dev numbers."""
+    from flows.prompt import runs_dir, search_flow
+
+    start = time.perf_counter()
+    search_flow(config, method)
+    row = {"seconds": time.perf_counter() - start, "load": os.getloadavg()[0]}
+    if method == "pgg":
+        method_dir = runs_dir(config) / "pgg"
+        curve = json.loads((method_dir / "curve.json").read_text())
+        online = [r["guidance/online_accuracy"] for r in curve if "guidance/online_accuracy" in r]
+        fits = json.loads((method_dir / "guidance.json").read_text())
+        row |= {
+            "online": statistics.mean(online),
+            "held_out": statistics.mean(f["guidance/pairwise_accuracy"] for f in fits),
+            "held_out_first": fits[0]["guidance/pairwise_accuracy"],
+        }
+    return row | dev_selection(config, method)
+
+
+def test_row(config, method: str) -> dict:
+    from flows.prompt import evaluate_flow, search_flow
+
+    start = time.perf_counter()
+    search_flow(config, method)
+    metrics = evaluate_flow(config, method)
+    return {
+        "seconds": time.perf_counter() - start,
+        "load": os.getloadavg()[0],
+        **{k: metrics[k] for k in ("test_accuracy", "policy_test_accuracy", "dev_accuracy", "evaluations")},
+        "policy_dev_accuracy": metrics["policy_dev_accuracy"],
+    }
+
+
+def run(phase: str, seeds: list[int], params: Path, threads: int, only: str | None) -> None:
+    path = ROOT / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else []
+    done = {(r["phase"], r["label"], r["seed"]) for r in results}
+    jobs = (
+        [(m, m, {}) for m in ("pgg", *BASELINES)]
+        if phase == "test"
+        else [("pgg", label, o) for label, o in PHASES[phase].items()] + [(m, m, {}) for m in BASELINES]
+    )
+    for seed in seeds:
+        for method, label, overrides in jobs:
+            if (phase, label, seed) in done or (only and only != label):
+                continue
+            config = config_for(params, seed, overrides, threads)
+            row = (test_row if phase == "test" else search)(config, method)
+            results.append({"phase": phase, "label": label, "seed": seed, "method": method, **row})
+            path.write_text(json.dumps(results, indent=2))
+            print(json.dumps(results[-1]))
+
+
+def mean_sd(values: list[float], digits: int = 1) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def phase_table(results: list[dict], phase: str) -> str:
+    labels = [*PHASES.get(phase, {}), *BASELINES] if phase != "test" else ["pgg", *BASELINES]
+    rows = []
+    for label in labels:
+        runs = sorted(
+            (r for r in results if r["phase"] == phase and r["label"] == label), key=lambda r: r["seed"]
+        )
+        if not runs:
+            continue
+        cells = [label, ", ".join(str(r["seed"]) for r in runs)]
+        if phase == "test":
+            cells += [
+                mean_sd([r["test_accuracy"] for r in runs]),
+                mean_sd([r["policy_test_accuracy"] for r in runs]),
+            ]
+            cells += [" / ".join(f"{r['policy_test_accuracy']:.1f}" for r in runs)]
+        else:
+            pgg = runs[0]["method"] == "pgg"
+            cells += [mean_sd([r["held_out"] for r in runs], 2) if pgg else "–"]
+            cells += [mean_sd([r["online"] for r in runs], 2) if pgg else "–"]
+            cells += [mean_sd([r["scored_dev"] for r in runs]), mean_sd([r["policy_dev"] for r in runs])]
+        cells += [
+            f"{statistics.mean(r['evaluations'] for r in runs):.0f}",
+            f"{statistics.mean(r['seconds'] for r in runs):.0f}",
+        ]
+        rows.append(cells)
+    if phase == "test":
+        headers = [
+            "method",
+            "seeds",
+            "test acc %, best scored",
+            "test acc %, policy selection",
+            "policy selection per seed",
+        ]
+    else:
+        headers = ["row", "seeds", "guidance held-out pairwise acc", "online pairwise acc (fresh lists)",
+                   "dev acc %, best scored", "dev acc %, policy selection"]  # fmt: skip
+    return markdown_table([*headers, "task-model queries", "s / search"], rows)
+
+
+def report() -> None:
+    results = json.loads((ROOT / "results.json").read_text())
+    loads = [r["load"] for r in results]
+    body = [
+        "SST-2, MiniLM prototype task model, `params.yaml` plus each row's change; every search scores "
+        "2,640 prompts (128 warm-up lists of 5 + 100 steps x 20), the baselines' policy selection adds its "
+        "ranking queries (task-model queries column). Dev = the 32-row dev split (one row = 3.1 points); "
+        "dev accuracy is the best of the 16 candidates on dev, so it is optimistic and only compares rows. "
+        "Online pairwise accuracy: pairs of each fresh list of the moving policy that the guidance orders "
+        "like the gap reward, before the update uses them (0.5 = chance). Held-out: the fits' held-out lists."
+    ]
+    for phase, title in (
+        ("guidance", "1. Guidance data (M = 0)"),
+        ("updates", "2. Guidance-only updates M per real update (S = 64), best data variant"),
+        ("ablations", "3. Loss ablations at the chosen M"),
+        ("test", "4. Test, once, chosen default vs baselines"),
+    ):
+        if any(r["phase"] == phase for r in results):
+            body.append(f"### {title}\n\n{phase_table(results, phase)}")
+    body.append(
+        f"1 torch thread; load average {min(loads):.1f}-{max(loads):.1f} (2-core machine shared with other jobs)."
+    )
+    write_section(
+        "prompt_recipe",
+        "Prompt recipe: guidance data, guidance-only updates, ablations (issue #14)",
+        "\n\n".join(body),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("phase", choices=[*PHASES, "test", "report"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42])
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default=None, help="run only the row with this label")
+    args = parser.parse_args()
+    ROOT.mkdir(parents=True, exist_ok=True)
+    if args.phase != "report":
+        run(args.phase, args.seeds, Path(args.params), args.threads, args.only)
+    report()
+
+
+if __name__ == "__main__":
+    main()
