@@ -137,24 +137,73 @@ def test_row(config, method: str) -> dict:
     }
 
 
+def replay_guidance(config, params: Path, label: str, overrides: dict, seed: int) -> dict:
+    """Refit the guidance of a finished pgg search as ``overrides`` would have, at each of its refits,
+    and measure it on the lists the policy then scored in that block (fresh lists it never saw). The
+    trajectory is the one of the finished search, so every variant is judged on the same lists."""
+    from components.guidance_trainer import GuidanceTrainer
+    from components.models import load_tokenizer
+    from flows.checkpoints import load_guidance
+    from flows.prompt import _guidance_data, _ranked_lists, _read_prompts, _refit_due, fit_guidance, runs_dir
+
+    variant = config_for(params, seed, overrides, config.runtime.threads)
+    method_dir, schedule = runs_dir(config) / "pgg", config.loop.prompt
+    tokenizer = load_tokenizer(config.models.prompt.reward_backbone)
+    previous, held_out, fresh, seconds = None, [], [], 0.0
+    for number in range(1, schedule.iterations + 1):
+        first_step = (number - 1) * schedule.refit_every
+        if not _refit_due("pgg", number, previous, first_step, schedule):
+            continue
+        history = [method_dir / f"iter-{i}" / "prompts.jsonl" for i in range(number)]
+        out = ROOT / "replay" / f"{seed}" / label.split(".")[0] / f"iter-{number}"
+        report = fit_guidance.fn(
+            _guidance_data(history, variant), previous, str(out), variant, number, first_step
+        )
+        previous = out
+        model = load_guidance(out, freeze_backbone=True)
+        length = config.sampling.prompt.prompt_length * 4
+        trainer = GuidanceTrainer(model, tokenizer, variant.guidance.prompt.trainer_config(0, length, length))
+        fresh.append(
+            trainer.evaluate(_ranked_lists(_read_prompts(method_dir / f"iter-{number}" / "prompts.jsonl")))[
+                "pairwise_accuracy"
+            ]
+        )
+        held_out.append(report["val_pairwise_accuracy"])
+        seconds += report["seconds"]
+    return {
+        "held_out": statistics.mean(held_out), "online": statistics.mean(fresh), "per_refit": fresh,
+        "fit_seconds": seconds / len(fresh), "load": os.getloadavg()[0],
+    }  # fmt: skip
+
+
 def run(phase: str, seeds: list[int], params: Path, threads: int, only: str | None) -> None:
     path = ROOT / "results.json"
     results = json.loads(path.read_text()) if path.exists() else []
     done = {(r["phase"], r["label"], r["seed"]) for r in results}
-    jobs = (
-        [(m, m, {}) for m in ("pgg", *BASELINES)]
-        if phase == "test"
-        else [("pgg", label, o) for label, o in PHASES[phase].items()] + [(m, m, {}) for m in BASELINES]
-    )
+
+    def record(label, method, row):
+        results.append({"phase": phase, "label": label, "seed": seed, "method": method, **row})
+        path.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results[-1]))
+
     for seed in seeds:
+        if phase == "guidance":  # one real search on today's data, then each variant refit on its lists
+            config = config_for(params, seed, TODAY, threads)
+            if (phase, "today (real run)", seed) not in done:
+                record("today (real run)", "pgg", search(config, "pgg"))
+            for label, overrides in PHASES[phase].items():
+                if (phase, label, seed) not in done and not (only and only != label):
+                    record(label, "pgg", replay_guidance(config, params, label, overrides, seed))
+            jobs = [(m, m, {}) for m in BASELINES]
+        elif phase == "test":
+            jobs = [(m, m, {}) for m in ("pgg", *BASELINES)]
+        else:
+            jobs = [("pgg", label, o) for label, o in PHASES[phase].items()] + [(m, m, {}) for m in BASELINES]
         for method, label, overrides in jobs:
             if (phase, label, seed) in done or (only and only != label):
                 continue
             config = config_for(params, seed, overrides, threads)
-            row = (test_row if phase == "test" else search)(config, method)
-            results.append({"phase": phase, "label": label, "seed": seed, "method": method, **row})
-            path.write_text(json.dumps(results, indent=2))
-            print(json.dumps(results[-1]))
+            record(label, method, (test_row if phase == "test" else search)(config, method))
 
 
 def mean_sd(values: list[float], digits: int = 1) -> str:
@@ -163,44 +212,31 @@ def mean_sd(values: list[float], digits: int = 1) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def cell(runs: list[dict], key: str, digits: int = 1) -> str:
+    values = [r[key] for r in runs if key in r]
+    return mean_sd(values, digits) if len(values) == len(runs) else "–"
+
+
 def phase_table(results: list[dict], phase: str) -> str:
-    labels = [*PHASES.get(phase, {}), *BASELINES] if phase != "test" else ["pgg", *BASELINES]
+    labels = {"guidance": ["today (real run)"], "test": ["pgg"]}.get(phase, []) + [*PHASES.get(phase, {})]
+    headers = ["row", "seeds"]
+    if phase == "test":
+        keys = [("test_accuracy", "test acc %, best scored", 1), ("policy_test_accuracy", "test acc %, policy selection", 1),
+                ("dev_accuracy", "dev acc %, best scored", 1), ("policy_dev_accuracy", "dev acc %, policy selection", 1)]  # fmt: skip
+    else:
+        keys = [("held_out", "guidance held-out pairwise acc", 2), ("online", "pairwise acc on fresh lists", 2),
+                ("scored_dev", "dev acc %, best scored", 1), ("policy_dev", "dev acc %, policy selection", 1)]  # fmt: skip
+    keys += [("evaluations", "task-model queries", 0), ("seconds", "s / search", 0)]
     rows = []
-    for label in labels:
+    for label in [*labels, *BASELINES]:
         runs = sorted(
             (r for r in results if r["phase"] == phase and r["label"] == label), key=lambda r: r["seed"]
         )
-        if not runs:
-            continue
-        cells = [label, ", ".join(str(r["seed"]) for r in runs)]
-        if phase == "test":
-            cells += [
-                mean_sd([r["test_accuracy"] for r in runs]),
-                mean_sd([r["policy_test_accuracy"] for r in runs]),
-            ]
-            cells += [" / ".join(f"{r['policy_test_accuracy']:.1f}" for r in runs)]
-        else:
-            pgg = runs[0]["method"] == "pgg"
-            cells += [mean_sd([r["held_out"] for r in runs], 2) if pgg else "–"]
-            cells += [mean_sd([r["online"] for r in runs], 2) if pgg else "–"]
-            cells += [mean_sd([r["scored_dev"] for r in runs]), mean_sd([r["policy_dev"] for r in runs])]
-        cells += [
-            f"{statistics.mean(r['evaluations'] for r in runs):.0f}",
-            f"{statistics.mean(r['seconds'] for r in runs):.0f}",
-        ]
-        rows.append(cells)
-    if phase == "test":
-        headers = [
-            "method",
-            "seeds",
-            "test acc %, best scored",
-            "test acc %, policy selection",
-            "policy selection per seed",
-        ]
-    else:
-        headers = ["row", "seeds", "guidance held-out pairwise acc", "online pairwise acc (fresh lists)",
-                   "dev acc %, best scored", "dev acc %, policy selection"]  # fmt: skip
-    return markdown_table([*headers, "task-model queries", "s / search"], rows)
+        if runs:
+            rows.append(
+                [label, ", ".join(str(r["seed"]) for r in runs), *(cell(runs, k, d) for k, _, d in keys)]
+            )
+    return markdown_table(headers + [h for _, h, _ in keys], rows)
 
 
 def report() -> None:
