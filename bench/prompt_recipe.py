@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -44,16 +45,16 @@ PHASES = {
         "a. last block (today)": TODAY,
         "b. all lists so far": {**TODAY, "guidance.prompt.window_blocks": None},
         "c. resampled, 16 per batch": {**TODAY, "guidance.prompt.resampled_lists": 16},
-        "b+c. all lists, resampled": {
-            **TODAY,
-            "guidance.prompt.window_blocks": None,
-            "guidance.prompt.resampled_lists": 16,
-        },  # fmt: skip
         "d. top 2 layers train, lr 5e-5": {
             **TODAY,
             "guidance.prompt.freeze_backbone": False,
             "guidance.prompt.trainable_layers": 2,
             "guidance.prompt.lr": 5e-5,
+        },  # fmt: skip
+        "b+c. all lists, resampled": {
+            **TODAY,
+            "guidance.prompt.window_blocks": None,
+            "guidance.prompt.resampled_lists": 16,
         },  # fmt: skip
     },
     "updates": {f"M = {m}": {"policy.prompt.guidance_updates": m} for m in (0, 2, 4, 8)},
@@ -66,7 +67,13 @@ PHASES = {
 BASELINES = ("seqpg", "random")
 
 
-def config_for(params: Path, seed: int, overrides: dict, threads: int):
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def config_for(params: Path, seed: int, overrides: dict, threads: int, runs: str = "runs"):
+    """SST-2 at ``seed`` with ``overrides``; runs under ROOT/``runs`` (a pgg row of phases 2-3 keeps its
+    own folder, so the one chosen as the default is evaluated on test without a rerun)."""
     from flows.prepare import prepare
     from flows.prompt import split_file
 
@@ -75,7 +82,7 @@ def config_for(params: Path, seed: int, overrides: dict, threads: int):
         {
             "data.prompt.dataset": "sst-2",
             "data.prompt.seed": seed,
-            "runtime.runs_dir": str(ROOT / "runs"),
+            "runtime.runs_dir": str(ROOT / runs),
             "runtime.threads": threads,
             **overrides,
         },
@@ -176,7 +183,8 @@ def replay_guidance(config, params: Path, label: str, overrides: dict, seed: int
     }  # fmt: skip
 
 
-def run(phase: str, seeds: list[int], params: Path, threads: int, only: str | None) -> None:
+def run(phase: str, seeds: list[int], params: Path, threads: int, only: list[str] | None, baselines: bool,
+        pgg_runs: str) -> None:  # fmt: skip
     path = ROOT / "results.json"
     results = json.loads(path.read_text()) if path.exists() else []
     done = {(r["phase"], r["label"], r["seed"]) for r in results}
@@ -192,17 +200,21 @@ def run(phase: str, seeds: list[int], params: Path, threads: int, only: str | No
             if (phase, "today (real run)", seed) not in done:
                 record("today (real run)", "pgg", search(config, "pgg"))
             for label, overrides in PHASES[phase].items():
-                if (phase, label, seed) not in done and not (only and only != label):
+                if (phase, label, seed) not in done and not (only and label not in only):
                     record(label, "pgg", replay_guidance(config, params, label, overrides, seed))
-            jobs = [(m, m, {}) for m in BASELINES]
+            jobs = [(m, m, {}) for m in BASELINES if baselines]
         elif phase == "test":
             jobs = [(m, m, {}) for m in ("pgg", *BASELINES)]
         else:
-            jobs = [("pgg", label, o) for label, o in PHASES[phase].items()] + [(m, m, {}) for m in BASELINES]
+            jobs = [("pgg", label, o) for label, o in PHASES[phase].items()]
+            jobs += [(m, m, {}) for m in BASELINES if baselines]
         for method, label, overrides in jobs:
-            if (phase, label, seed) in done or (only and only != label):
+            if (phase, label, seed) in done or (only and label not in only):
                 continue
-            config = config_for(params, seed, overrides, threads)
+            runs = (
+                "runs" if method != "pgg" else pgg_runs if phase == "test" else f"runs-{phase}-{slug(label)}"
+            )
+            config = config_for(params, seed, overrides, threads, runs)
             record(label, method, (test_row if phase == "test" else search)(config, method))
 
 
@@ -276,11 +288,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42])
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default=None, help="run only the row with this label")
+    parser.add_argument("--only", nargs="+", default=None, help="run only the rows with these labels")
+    parser.add_argument(
+        "--pgg-runs", default="runs", help="test: the folder under ROOT of the chosen pgg row"
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="skip the seqpg and random rows")
     args = parser.parse_args()
     ROOT.mkdir(parents=True, exist_ok=True)
     if args.phase != "report":
-        run(args.phase, args.seeds, Path(args.params), args.threads, args.only)
+        run(
+            args.phase,
+            args.seeds,
+            Path(args.params),
+            args.threads,
+            args.only,
+            not args.no_baselines,
+            args.pgg_runs,
+        )
     report()
 
 

@@ -199,10 +199,15 @@ def fit_guidance(
     """Fit token rewards whose aggregate orders each list of K prompts like the gap reward does, on the
     prompts scored in ``prompts_files`` (resampled into new lists per scored batch when configured)."""
     models, guidance = config.models.prompt, config.guidance.prompt
+    length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
+    settings = guidance.trainer_config(
+        seed=config.runtime.seed * 1000 + iteration, max_length=length, max_source_length=length
+    )
     if previous is not None and guidance.refit == "warm":
         model = load_guidance(previous, freeze_backbone=guidance.freeze_backbone)
         tokenizer = load_tokenizer(models.reward_backbone)
     else:
+        torch.manual_seed(settings.seed)  # the new head's init: the run's, not the process's RNG state
         tokenizer, model = TokenRewardModel.from_spec(
             ModelSpec(models.reward_backbone, models.reward_backbone_kind),
             head_hidden=guidance.head_hidden,
@@ -210,10 +215,6 @@ def fit_guidance(
             freeze_backbone=guidance.freeze_backbone,
             trainable_layers=guidance.trainable_layers,
         )
-    length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
-    settings = guidance.trainer_config(
-        seed=config.runtime.seed * 1000 + iteration, max_length=length, max_source_length=length
-    )
     files = [_read_prompts(path) for path in prompts_files]
     if guidance.resampled_lists:
         batches = [batch for records in files for batch in _scored_batches(records)]
