@@ -226,7 +226,9 @@ def mean_sd(values: list[float], digits: int = 1) -> str:
 
 def cell(runs: list[dict], key: str, digits: int = 1) -> str:
     values = [r[key] for r in runs if key in r]
-    return mean_sd(values, digits) if len(values) == len(runs) else "–"
+    if len(values) < len(runs):
+        return "–"
+    return f"{statistics.mean(values):.0f}" if digits == 0 else mean_sd(values, digits)
 
 
 def phase_table(results: list[dict], phase: str) -> str:
@@ -239,6 +241,8 @@ def phase_table(results: list[dict], phase: str) -> str:
         keys = [("held_out", "guidance held-out pairwise acc", 2), ("online", "pairwise acc on fresh lists", 2),
                 ("scored_dev", "dev acc %, best scored", 1), ("policy_dev", "dev acc %, policy selection", 1)]  # fmt: skip
     keys += [("evaluations", "task-model queries", 0), ("seconds", "s / search", 0)]
+    if phase == "guidance":
+        keys.append(("fit_seconds", "s / refit", 0))
     rows = []
     for label in [*labels, *BASELINES]:
         runs = sorted(
