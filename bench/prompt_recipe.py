@@ -255,6 +255,30 @@ def phase_table(results: list[dict], phase: str) -> str:
     return markdown_table(headers + [h for _, h, _ in keys], rows)
 
 
+COMMANDS = (
+    "python -m bench.prompt_recipe guidance --seeds 13 21 42 --no-baselines; "
+    "python -m bench.prompt_recipe updates --seeds 13 --no-baselines --only 'M = 0' 'M = 4'"
+)
+NOTES = """\
+**How phase 1 was measured.** One real pgg search per seed with today's settings (first row, its own online
+accuracy). Each variant then refits the guidance at that search's three refit points (steps 0, 25, 50) on the data
+the variant would use, and is scored on the lists the policy scored in the following block: fresh on-policy lists
+no fit saw. Every variant is judged on the same lists; row a reproduces the real run's fits (held-out 0.674 vs
+0.674 on seed 13). Rows b, c, b+c change what the guidance learns from and do not move the fresh-list accuracy
+(0.56-0.57); held-out accuracy rises with more or resampled lists (0.68-0.69), i.e. they fit the past better
+without ordering the moving policy's next prompts better. Only d, letting MiniLM's top 2 layers train with the head
+(lr 5e-5), orders fresh lists better, on every seed: 0.605 / 0.614 / 0.581 vs 0.569 / 0.585 / 0.564 (a), at about
+40 s per refit instead of 6 and a saved backbone (~90 MB) per refit. b+c ran on seeds 13 and 21 only (time).
+
+**Chosen defaults.** guidance.prompt: freeze_backbone false, trainable_layers 2, lr 5e-5 (by the fresh-list
+accuracy, never by test). policy.prompt.guidance_updates stays 0: at M = 4, S = 64 one search takes several times
+longer on this shared 2-core machine (each surrogate update samples and backpropagates 64 prompts), which breaks
+the 10-minute quick default, and phase 2 could only compare M = 0 and M = 4 on one seed before the deadline, so its
+dev numbers choose nothing. Not done (time): M = 2 and 8, phase 2 on seeds 21/42, the ablations (reward-to-go and
+raw r_t exist as policy.prompt.reward_to_go / normalize_rewards) and the test evaluation (phase 4).
+"""
+
+
 def report() -> None:
     results = json.loads((ROOT / "results.json").read_text())
     loads = [r["load"] for r in results]
@@ -274,13 +298,15 @@ def report() -> None:
     ):
         if any(r["phase"] == phase for r in results):
             body.append(f"### {title}\n\n{phase_table(results, phase)}")
+    body.append(NOTES)
     body.append(
-        f"1 torch thread; load average {min(loads):.1f}-{max(loads):.1f} (2-core machine shared with other jobs)."
+        f"1 torch thread per run; load average {min(loads):.1f}-{max(loads):.1f} (2-core machine shared with other jobs)."
     )
     write_section(
         "prompt_recipe",
         "Prompt recipe: guidance data, guidance-only updates, ablations (issue #14)",
         "\n\n".join(body),
+        command=COMMANDS,
     )
 
 
