@@ -257,7 +257,8 @@ def phase_table(results: list[dict], phase: str) -> str:
 
 COMMANDS = (
     "python -m bench.prompt_recipe guidance --seeds 13 21 42 --no-baselines; "
-    "python -m bench.prompt_recipe updates --seeds 13 --no-baselines --only 'M = 0' 'M = 4'"
+    "python -m bench.prompt_recipe updates --seeds 13 --no-baselines --only 'M = 0' 'M = 4'; "
+    "python -m bench.prompt_recipe ablations --seeds 13 --no-baselines --only reward-to-go 'raw r_t (no z-score)'"
 )
 NOTES = """\
 **How phase 1 was measured.** One real pgg search per seed with today's settings (first row, its own online
@@ -271,11 +272,15 @@ without ordering the moving policy's next prompts better. Only d, letting MiniLM
 40 s per refit instead of 6 and a saved backbone (~90 MB) per refit. b+c ran on seeds 13 and 21 only (time).
 
 **Chosen defaults.** guidance.prompt: freeze_backbone false, trainable_layers 2, lr 5e-5 (by the fresh-list
-accuracy, never by test). policy.prompt.guidance_updates stays 0: at M = 4, S = 64 one search takes several times
-longer on this shared 2-core machine (each surrogate update samples and backpropagates 64 prompts), which breaks
-the 10-minute quick default, and phase 2 could only compare M = 0 and M = 4 on one seed before the deadline, so its
-dev numbers choose nothing. Not done (time): M = 2 and 8, phase 2 on seeds 21/42, the ablations (reward-to-go and
-raw r_t exist as policy.prompt.reward_to_go / normalize_rewards) and the test evaluation (phase 4).
+accuracy, never by test). policy.prompt.guidance_updates stays 0. On seed 13, M = 4 (S = 64) took
+1,490 s for the search against 338 s at M = 0 (each surrogate update samples and backpropagates 64 prompts,
+about 3 s here), so it breaks the 10-minute quick default; its guidance ordered the fresh lists worse (0.55 vs
+0.59: the surrogate moves the policy away from what the guidance was fitted on) and its dev accuracy was no
+better (75.0 / 75.0 vs 75.0 / 78.1, best scored / policy selection). One seed, so this chooses nothing beyond
+keeping M = 0. Ablations (phase 3) ran on seed 13 only, against the M = 0 row of phase 2 (the same settings):
+one seed of a 32-row dev set cannot justify a change, so the loss defaults stay (raw r_t and reward-to-go are
+policy.prompt.normalize_rewards / reward_to_go). Not done (time): M = 2 and 8, phase 2 on seeds 21/42, the
+ablations on seeds 21/42 and the test evaluation (phase 4): no test number was read.
 """
 
 
