@@ -304,3 +304,34 @@ def rank_candidates(
         raise PreferenceError(f"got {len(sources)} sources but {len(candidates)} candidate lists")
     scores = preference.score(sources, candidates, references)
     return [RankedList(s, c, v) for s, c, v in zip(sources, candidates, scores, strict=True)]
+
+
+def resampled_lists(
+    batches: Sequence[tuple[Sequence[str], Sequence[float]]],
+    k: int,
+    per_batch: int,
+    val_fraction: float,
+    generator: torch.Generator,
+) -> tuple[list[RankedList], list[RankedList]]:
+    """(train, held-out) lists of ``k`` candidates drawn ``per_batch`` times from each scored batch.
+
+    A batch is candidates scored together (the prompt task: on one example subset), so any ``k`` of
+    them make a fairly ranked list and one batch of n candidates yields many more lists than n / k.
+    Whole batches are held out (``val_fraction`` of them, at least one when there are two or more),
+    so no held-out list shares a candidate's score with a training list."""
+    if k < 2 or per_batch < 1:
+        raise PreferenceError(f"need k >= 2 and per_batch >= 1 to resample lists; got k={k}, {per_batch}")
+    usable = [(list(c), list(s)) for c, s in batches if len(c) >= 2]
+    if not usable:
+        raise PreferenceError("no scored batch has 2 or more candidates to draw a list from")
+    order = torch.randperm(len(usable), generator=generator).tolist()
+    n_val = min(max(round(len(usable) * val_fraction), 1), len(usable) - 1) if val_fraction > 0 else 0
+    held_out = set(order[:n_val])
+    train, val = [], []
+    for index, (candidates, scores) in enumerate(usable):
+        size = min(k, len(candidates))
+        for _ in range(per_batch):
+            picks = torch.randperm(len(candidates), generator=generator)[:size].tolist()
+            ranked = RankedList(None, [candidates[i] for i in picks], [scores[i] for i in picks])
+            (val if index in held_out else train).append(ranked)
+    return train, val

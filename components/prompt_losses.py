@@ -2,6 +2,8 @@
 
 - Token-guided REINFORCE (the paper): each token's action is weighted by the learned token-level
   reward r(s_t, a_t): loss = mean_t[r_t * -log pi(a_t|s_t)] + alpha * mean_t[-H(pi(.|s_t))].
+- Reward-to-go (option): token t is weighted by G_t = sum_{t' >= t} r_t' instead of r_t, so an early
+  token is credited with the rewards of the tokens it leads to.
 - Bandit REINFORCE (sequence-level baseline): every token of a prompt is weighted by that prompt's
   reward minus the batch-mean reward, with the same max-entropy term.
 """
@@ -20,6 +22,11 @@ def _check(log_probs: torch.Tensor, entropy: torch.Tensor, rewards: torch.Tensor
         raise ValueError(
             f"token rewards {tuple(rewards.shape)} must match log_probs {tuple(log_probs.shape)}"
         )
+
+
+def reward_to_go(token_rewards: torch.Tensor) -> torch.Tensor:
+    """G_t = sum_{t' >= t} r_t' along the last dimension ([n, L] -> [n, L])."""
+    return token_rewards.flip(-1).cumsum(-1).flip(-1)
 
 
 def token_guided_reinforce_loss(

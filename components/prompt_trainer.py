@@ -15,6 +15,7 @@ Methods (``PromptTrainConfig.method``):
 pgg can also use the guidance as the cheap, dense surrogate it is meant to be: after each real
 update, ``guidance_updates`` more updates, each on ``guidance_samples`` fresh prompts scored by the
 learned token reward alone (``guidance_update``), so a task-model query buys several updates.
+With ``reward_to_go`` a token is weighted by the sum of the token rewards from it to the end.
 With ``normalize_rewards`` the weights are z-scored over the batch (token rewards centred per
 position), so the entropy coefficient weighs the same for both methods.
 """
@@ -28,7 +29,7 @@ import torch
 
 from components.aggregation import aggregate
 from components.gap_reward import accuracy, gap_reward
-from components.prompt_losses import bandit_reinforce_loss, token_guided_reinforce_loss
+from components.prompt_losses import bandit_reinforce_loss, reward_to_go, token_guided_reinforce_loss
 from components.prompt_policy import PromptPolicy
 from components.ranking_losses import pairwise_accuracy
 from components.reward_model import TokenRewardModel
@@ -55,6 +56,7 @@ class PromptTrainConfig:
     reward_fraction: float  # share of the training examples that score a prompt, redrawn every call
     guidance_updates: int  # pgg: surrogate updates on the learned reward after each real one
     guidance_samples: int  # prompts per surrogate update
+    reward_to_go: bool  # pgg: weight token t by sum_{t' >= t} r_t' instead of r_t
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -124,8 +126,9 @@ class PromptTrainer:
             stats["guidance_correct"], stats["guidance_pairs"] = pairwise_accuracy(
                 scores, rewards.view(-1, cfg.k)
             )
-            weights = z_score(token_rewards) if cfg.normalize_rewards else token_rewards
-            loss = token_guided_reinforce_loss(log_probs, entropy, weights, cfg.entropy_coef)
+            loss = token_guided_reinforce_loss(
+                log_probs, entropy, self._weights(token_rewards), cfg.entropy_coef
+            )
         elif cfg.method == "seqpg":
             sequence_rewards = rewards / rewards.std().clamp(min=1e-8) if cfg.normalize_rewards else rewards
             loss = bandit_reinforce_loss(log_probs, entropy, sequence_rewards, cfg.entropy_coef)
@@ -143,11 +146,16 @@ class PromptTrainer:
         log_probs, entropy = self.policy.log_probs_and_entropy(ids)
         with torch.no_grad():
             token_rewards = self.reward_model(ids, torch.ones_like(ids))
-        weights = z_score(token_rewards) if cfg.normalize_rewards else token_rewards
         stats = self._step(
-            token_guided_reinforce_loss(log_probs, entropy, weights, cfg.entropy_coef), entropy
+            token_guided_reinforce_loss(log_probs, entropy, self._weights(token_rewards), cfg.entropy_coef),
+            entropy,
         )
         return {f"surrogate_{key}": value for key, value in stats.items()}
+
+    def _weights(self, token_rewards: torch.Tensor) -> torch.Tensor:
+        """pgg's REINFORCE weights: r_t (or its reward-to-go), z-scored when normalize_rewards."""
+        weights = reward_to_go(token_rewards) if self.config.reward_to_go else token_rewards
+        return z_score(weights) if self.config.normalize_rewards else weights
 
     @torch.no_grad()
     def guidance_scores(self, ids: torch.Tensor) -> torch.Tensor:

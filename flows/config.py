@@ -285,9 +285,31 @@ class GuidanceFitSection(Section):
         return _guidance_config(self, seed=seed)
 
 
+class PromptGuidanceSection(GuidanceSection):
+    """The prompt task's guidance: which scored lists each refit learns from, and how much backbone trains."""
+
+    # refit on the lists of the last window_blocks blocks (1: only those scored since the previous
+    # fit; null: every list scored so far)
+    window_blocks: PositiveInt | None
+    # 0: the sampled lists of K consecutive prompts as they are; n: n lists of K drawn anew from each
+    # scored batch (its prompts share one example subset, so any K of them form a fair list)
+    resampled_lists: NonNegativeInt
+    # with freeze_backbone false: only the top trainable_layers layers train (null: the whole backbone)
+    trainable_layers: NonNegativeInt | None
+
+    @model_validator(mode="after")
+    def _layers_need_trainable_backbone(self):
+        if self.freeze_backbone and self.trainable_layers is not None:
+            raise ValueError(
+                "guidance.prompt.trainable_layers is set but freeze_backbone is true; set freeze_backbone "
+                "to false or trainable_layers to null"
+            )
+        return self
+
+
 class GuidanceSections(Section):
     summarization: GuidanceSection
-    prompt: GuidanceSection
+    prompt: PromptGuidanceSection
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -350,6 +372,9 @@ class PromptPolicySection(Section):
     # learned token reward alone (no task-model query); 0: every update is tied to real queries
     guidance_updates: NonNegativeInt
     guidance_samples: PositiveInt
+    # pgg: weight each token by the sum of the token rewards from it to the prompt's end (reward-to-go)
+    # instead of its own r_t
+    reward_to_go: bool
 
 
 class PolicyConfig(Section):

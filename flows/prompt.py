@@ -17,13 +17,16 @@ Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
       adaptor.pt, optimizer.pt  policy adaptor and Adam state after the block (pgg, seqpg); a finished
                                 search keeps the last adaptor only (the rest were resume points)
       guidance/                 token reward model fitted before the block (pgg, refit blocks)
-      prompts.jsonl             every prompt scored in the block: step, list, prompt, reward, train_accuracy
+      prompts.jsonl             every prompt scored in the block: step, batch (one score call), list, prompt,
+                                reward, train_accuracy
       state.json                log rows + input fingerprint; written last, marks the block complete
   {method}/curve.json           log rows for `dvc plots`;  pgg/guidance.json: one row per refit
 A block whose state.json matches the current inputs is skipped on a rerun (resume after a crash).
 
-Guidance data: each refit fits on the lists scored since the previous refit (the previous block's
-prompts.jsonl; the warm-up lists for the first fit), continuing from the previous weights when
+Guidance data: each refit fits on the lists of the last guidance.prompt.window_blocks blocks (1: those
+scored since the previous refit, the warm-up lists for the first fit; null: every list so far), as
+sampled (K consecutive prompts) or, with resampled_lists n, n lists of K drawn from each scored batch
+(the prompts of one score call share an example subset; whole batches are held out), continuing from the previous weights when
 guidance.prompt.refit is "warm". Token rewards align with the policy's tokens by id, so the guidance
 backbone must share the policy's tokenizer (checked; minilm/tiny policy and guidance share MiniLM's).
 
@@ -49,7 +52,7 @@ from components import data
 from components.gap_reward import ScoredPrompts, accuracy, rank_by_reward, select_prompt
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_tokenizer
-from components.preferences import RankedList
+from components.preferences import RankedList, resampled_lists
 from components.prompt_policy import PromptPolicy, build_prompt_policy
 from components.prompt_trainer import ADAPTOR_FILE, OPTIMIZER_FILE, PromptTrainer
 from components.reward_model import TokenRewardModel
@@ -156,6 +159,16 @@ def _read_prompts(path: Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+def _scored_batches(records: list[dict]) -> list[tuple[list[str], list[float]]]:
+    """(prompts, rewards) of each scored batch of one block (its prompts share one example subset)."""
+    groups: dict[int, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[record["batch"]].append(record)
+    return [
+        ([r["prompt"] for r in group], [r["reward"] for r in group]) for _, group in sorted(groups.items())
+    ]
+
+
 def _ranked_lists(records: list[dict]) -> list[RankedList]:
     groups: dict[int, list[dict]] = defaultdict(list)
     for record in records:
@@ -201,29 +214,45 @@ def encode_split(
 
 @task(task_run_name="fit-guidance-step{step}")
 def fit_guidance(
-    prompts_file: Path, previous: Path | None, out: str, config: Config, iteration: int, step: int
+    prompts_files: list[Path], previous: Path | None, out: str, config: Config, iteration: int, step: int
 ) -> dict:
-    """Fit token rewards whose aggregate orders each list of K prompts like the gap reward does."""
+    """Fit token rewards whose aggregate orders each list of K prompts like the gap reward does, on the
+    prompts scored in ``prompts_files`` (resampled into new lists per scored batch when configured)."""
     models, guidance = config.models.prompt, config.guidance.prompt
+    length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
+    settings = guidance.trainer_config(
+        seed=config.runtime.seed * 1000 + iteration, max_length=length, max_source_length=length
+    )
     if previous is not None and guidance.refit == "warm":
         model = load_guidance(previous, freeze_backbone=guidance.freeze_backbone)
         tokenizer = load_tokenizer(models.reward_backbone)
     else:
+        torch.manual_seed(settings.seed)  # the new head's init: the run's, not the process's RNG state
         tokenizer, model = TokenRewardModel.from_spec(
             ModelSpec(models.reward_backbone, models.reward_backbone_kind),
             head_hidden=guidance.head_hidden,
             squash=guidance.squash,
             freeze_backbone=guidance.freeze_backbone,
+            trainable_layers=guidance.trainable_layers,
         )
-    length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
-    settings = guidance.trainer_config(
-        seed=config.runtime.seed * 1000 + iteration, max_length=length, max_source_length=length
-    )
-    report = (
-        GuidanceTrainer(model, tokenizer, settings).fit(_ranked_lists(_read_prompts(prompts_file))).as_dict()
-    )
+    files = [_read_prompts(path) for path in prompts_files]
+    if guidance.resampled_lists:
+        batches = [batch for records in files for batch in _scored_batches(records)]
+        lists, val_lists = resampled_lists(
+            batches, config.sampling.prompt.k, guidance.resampled_lists, guidance.val_fraction,
+            torch.Generator().manual_seed(settings.seed),
+        )  # fmt: skip
+    else:
+        lists, val_lists = [ranked for records in files for ranked in _ranked_lists(records)], None
+    report = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None).as_dict()
     save_guidance(model, Path(out), {"iteration": iteration, "step": step, **report})
     return report
+
+
+def _guidance_data(history: list[Path], config: Config) -> list[Path]:
+    """The prompts files a refit learns from: the last window_blocks blocks (null: all of them)."""
+    window = config.guidance.prompt.window_blocks
+    return history if window is None else history[-window:]
 
 
 def _block_steps(config: Config, iteration: int) -> list[tuple[int, int]]:
@@ -294,8 +323,8 @@ def search_block(
         ids, texts = trainer.sample(n, generator)  # 1. prompts from the policy (random: uniform)
         rewards, train_accuracy = trainer.score(texts, train, labels, generator)  # 2. gap reward: queries
         for text, reward, acc in zip(texts, rewards.tolist(), train_accuracy.tolist(), strict=True):
-            records.append({"step": step, "list": len(records) // k, "prompt": text, "reward": reward,
-                            "train_accuracy": 100 * acc})  # fmt: skip
+            records.append({"step": step, "batch": position, "list": len(records) // k, "prompt": text,
+                            "reward": reward, "train_accuracy": 100 * acc})  # fmt: skip
             scored.add(text, reward, 100 * acc)
         window["reward"] += rewards.tolist()
         if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
@@ -458,9 +487,10 @@ def search_flow(config: Config, method: str) -> list[dict]:
                 it.restart()
                 report = None
                 if _refit_due(method, it.number, guidance, first_step, schedule):  # 1. fit token rewards
-                    report = fit_guidance(  # on the lists scored since the last fit
-                        history[-1], guidance, str(it.dir / "guidance"), config, it.number, first_step
-                    )
+                    report = fit_guidance(  # on the lists of the last window_blocks blocks
+                        _guidance_data(history, config), guidance, str(it.dir / "guidance"), config,
+                        it.number, first_step,
+                    )  # fmt: skip
                     guidance = it.dir / "guidance"
                     if not report["learned"]:
                         get_run_logger().warning(unlearned_guidance(report, it.number, TASK))

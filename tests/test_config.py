@@ -47,6 +47,11 @@ BAD_PARAMS = {
         "models:\n  prompt: {task_model: mlm}\neval:\n  prompt: {manual_prompts: {mine: It was}}\n",
         "data.prompt.template",
     ),
+    "trainable layers of a frozen backbone": (
+        "guidance:\n  prompt:\n    freeze_backbone: true\n    trainable_layers: 2\n",
+        "trainable_layers",
+    ),
+    "window of no blocks": ("guidance:\n  prompt:\n    window_blocks: 0\n", "guidance.prompt.window_blocks"),
 }
 
 

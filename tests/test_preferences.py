@@ -171,3 +171,31 @@ def test_rouge_is_safe_under_concurrent_calls():
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda pr: compute_rouge(*pr)["rougeL"], pairs))
     assert len(set(results)) == 1 and results[0] > 0.5
+
+
+def test_resampled_lists_draw_k_of_one_batch_and_hold_out_whole_batches():
+    import torch
+
+    from components.preferences import resampled_lists
+
+    batches = [([f"b{b}p{i}" for i in range(6)], [float(10 * b + i) for i in range(6)]) for b in range(5)]
+    train, val = resampled_lists(
+        batches, k=3, per_batch=4, val_fraction=0.2, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(train) == 16 and len(val) == 4  # one of five batches held out, 4 lists from each
+    for ranked in train + val:
+        assert len(ranked.candidates) == 3 and len(set(ranked.candidates)) == 3
+        batch = {c.split("p")[0] for c in ranked.candidates}
+        assert len(batch) == 1  # a list never mixes prompts scored on different example subsets
+        assert all(
+            s == 10 * int(c[1]) + int(c.split("p")[1])
+            for c, s in zip(ranked.candidates, ranked.scores, strict=True)
+        )
+    held = {c.split("p")[0] for r in val for c in r.candidates}
+    assert held.isdisjoint({c.split("p")[0] for r in train for c in r.candidates})
+    small, none_held = resampled_lists(
+        batches[:1], k=3, per_batch=2, val_fraction=0.2, generator=torch.Generator()
+    )
+    assert len(small) == 2 and none_held == []
+    with pytest.raises(PreferenceError, match="2 or more candidates"):
+        resampled_lists([(["a"], [1.0])], k=3, per_batch=2, val_fraction=0.0, generator=torch.Generator())

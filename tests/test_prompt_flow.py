@@ -229,3 +229,24 @@ def test_your_own_dataset_runs_through_search_and_evaluation(tmp_path, mlflow_ur
         **overrides, "data.prompt.verbalizers": ["world", "sports", "supercalifragilistic"]})  # fmt: skip
     with pytest.raises(VerbalizerError, match="'supercalifragilistic' is not one token"):
         p.check_verbalizers(two_tokens)
+
+
+def test_refits_learn_from_every_block_resampled_with_trainable_layers(tiny_params, tmp_path, mlflow_uri):
+    overrides = {
+        "runtime.runs_dir": str(tmp_path / "runs"),
+        "loop.prompt.refit_until": 2,  # refits before steps 1 and 2
+        "guidance.prompt": {"window_blocks": None, "resampled_lists": 2, "freeze_backbone": False,
+                            "trainable_layers": 1},
+    }  # fmt: skip
+    config = load_params(tiny_params, overrides)
+    p.search_flow(config, "pgg")
+    method_dir = p.runs_dir(config) / "pgg"
+    records = p._read_prompts(method_dir / "iter-0" / "prompts.jsonl")
+    assert sorted({r["batch"] for r in records}) == [0, 1]  # warm-up: 2 score calls of 6 prompts
+    first, second = (
+        json.loads((method_dir / f"iter-{i}" / "state.json").read_text())["guidance"] for i in (1, 2)
+    )
+    # 2 lists from each scored batch, one whole batch held out: warm-up 2 batches, then 2 + 1
+    assert (first["n_train"], first["n_val"]) == (2, 2) and (second["n_train"], second["n_val"]) == (4, 2)
+    settings = json.loads((method_dir / "iter-2" / "guidance" / "reward_model.json").read_text())
+    assert settings["trainable_layers"] == 1 and not settings["freeze_backbone"]

@@ -77,6 +77,21 @@ def test_guidance_only_updates_move_the_policy_without_a_task_model_query(parts)
         PromptTrainer(policy, task_model, _config("seqpg")).guidance_update(4, torch.Generator())
 
 
+def test_reward_to_go_weights_each_token_by_the_rewards_it_leads_to(parts):
+    from components.prompt_losses import reward_to_go
+
+    assert torch.equal(reward_to_go(torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[6.0, 5.0, 3.0]]))
+    policy, reward_model, task_model, *_ = parts
+    ids, _ = policy.sample(4, top_k=20, generator=torch.Generator().manual_seed(3))
+    rewards = reward_model(ids, torch.ones_like(ids)).detach()
+    raw = PromptTrainer(
+        policy, task_model, _config("pgg", normalize_rewards=False, reward_to_go=True), reward_model
+    )
+    assert torch.allclose(raw._weights(rewards), rewards.flip(-1).cumsum(-1).flip(-1))
+    plain = PromptTrainer(policy, task_model, _config("pgg", normalize_rewards=False), reward_model)
+    assert torch.equal(plain._weights(rewards), rewards)
+
+
 def test_guidance_scores_rank_prompts_like_the_fit_aggregates(parts):
     policy, reward_model, task_model, *_ = parts
     trainer = PromptTrainer(policy, task_model, _config("pgg", aggregation="sum"), reward_model)
