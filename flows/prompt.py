@@ -72,7 +72,7 @@ from flows.common import (
 from flows.config import Config
 from flows.prepare import prompt_dir
 from flows.resume import ResumableLoop, run_id_of
-from flows.tracking import pipeline_run
+from flows.tracking import log_step_metric, pipeline_run
 
 TASK = "prompt"
 SEARCH_METHODS = ("pgg", "seqpg", "random")
@@ -244,7 +244,8 @@ def fit_guidance(
         )  # fmt: skip
     else:
         lists, val_lists = [ranked for records in files for ranked in _ranked_lists(records)], None
-    report = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None).as_dict()
+    fitted = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None)
+    report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     save_guidance(model, Path(out), {"iteration": iteration, "step": step, **report})
     return report
 
@@ -303,7 +304,8 @@ def search_block(
 ) -> list[dict]:
     """One block of the search: iteration 0 is the warm-up (warmup_lists lists, no update), iteration i
     runs policy steps (i-1)*refit_every+1 .. i*refit_every. Writes adaptor, optimizer and prompts.jsonl
-    into ``out``; returns the log rows (one per log_every steps and one at the block's end)."""
+    into ``out``; returns the log rows (one per log_every steps and one at the block's end) and the
+    loss of every real policy update (MLflow's per-step curve)."""
     device = apply_runtime(config.runtime)
     generator = seed_everything(config.runtime.seed * 1000 + iteration)
     out_dir = Path(out)
@@ -316,7 +318,7 @@ def search_block(
         for record in _read_prompts(path):
             scored.add(record["prompt"], record["reward"], record["train_accuracy"])
     dev_accuracy: dict[str, float] = {}
-    k, records, rows, window = config.sampling.prompt.k, [], [], defaultdict(list)
+    k, records, rows, window, step_losses = config.sampling.prompt.k, [], [], defaultdict(list), []
     started = time.perf_counter()
     steps = _block_steps(config, iteration)
     for position, (step, n) in enumerate(steps):
@@ -330,6 +332,7 @@ def search_block(
         if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
             for key, value in trainer.update(ids, rewards).items():
                 window[key].append(value)
+            step_losses.append(window["loss"][-1])
             for _ in range(trainer.config.guidance_updates if method == "pgg" else 0):  # the surrogate
                 for key, value in trainer.guidance_update(trainer.config.guidance_samples, generator).items():
                     window[key].append(value)
@@ -346,7 +349,7 @@ def search_block(
     if method != "random":
         trainer.save(out_dir)
     atomic_write_text(out_dir / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    return rows
+    return {"rows": rows, "step_losses": step_losses}
 
 
 def _log_row(step, evaluations, window, scored, best, dev_accuracy, started, position) -> dict:
@@ -454,6 +457,15 @@ def _fingerprint(config: Config, method: str) -> str:
     )
 
 
+def _log_step_curves(state: dict, first_step: int, guidance_epochs: int) -> int:
+    """A block's per-step curves, as in summarization: train/policy_loss at the global policy step,
+    train/guidance_loss at the guidance epoch counted across refits. Returns the epochs so far."""
+    log_step_metric("train/policy_loss", state.get("step_losses", []), first_step)
+    epochs = (state["guidance"] or {}).get("epoch_losses", [])
+    log_step_metric("train/guidance_loss", epochs, guidance_epochs)
+    return guidance_epochs + len(epochs)
+
+
 def _log_rows(rows: list[dict]) -> None:
     for row in rows:
         mlflow.log_metrics(
@@ -478,7 +490,7 @@ def search_flow(config: Config, method: str) -> list[dict]:
     schedule = config.loop.prompt
     loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method))
     tags = {"dataset": config.data.prompt.dataset, "data_seed": str(config.data.prompt.seed)}
-    start, guidance, history, rows, refits = None, None, [], [], []
+    start, guidance, history, rows, refits, guidance_epochs = None, None, [], [], [], 0
     with pipeline_run(config, TASK, method, extra_tags={**tags, "resumed_from": loop.previous_run_id}) as run:
         loop.started(run)
         for it in loop.iterations(0, schedule.iterations):  # block 0: warm-up lists, no update
@@ -495,13 +507,14 @@ def search_flow(config: Config, method: str) -> list[dict]:
                     if not report["learned"]:
                         get_run_logger().warning(unlearned_guidance(report, it.number, TASK))
                 # 2-3. sample prompts, score them with the task model, update the policy on every step
-                block_rows = search_block(method, it.number, start, guidance, history, str(it.dir), config)
-                it.finish({"rows": block_rows, "guidance": report})
+                block = search_block(method, it.number, start, guidance, history, str(it.dir), config)
+                it.finish({**block, "guidance": report})
             if it.state["guidance"]:
                 guidance = it.dir / "guidance"
                 refits.append({"step": first_step, **guidance_metrics(it.state["guidance"])})
                 mlflow.log_metrics(guidance_metrics(it.state["guidance"]), step=first_step)
             _log_rows(it.state["rows"])
+            guidance_epochs = _log_step_curves(it.state, first_step, guidance_epochs)
             rows += it.state["rows"]
             start, history = it.dir, [*history, it.dir / "prompts.jsonl"]
         loop.write_curve(rows)

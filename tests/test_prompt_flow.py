@@ -78,6 +78,9 @@ def test_pgg_search_logs_every_step_and_refit_to_mlflow(tiny_config, mlflow_uri)
     assert _steps(client, run_id, "policy/entropy") == [1, 2]
     assert _steps(client, run_id, "guidance/online_accuracy") == [1, 2]
     assert _steps(client, run_id, "guidance/pairwise_accuracy") == [0]
+    assert _steps(client, run_id, "train/policy_loss") == [1, 2]  # every real update, at its global step
+    epochs = json.loads((method_dir / "iter-1/guidance/state.json").read_text())["epoch_losses"]
+    assert _steps(client, run_id, "train/guidance_loss") == list(range(1, len(epochs) + 1)) and epochs
     run = client.get_run(run_id)
     assert run.data.tags["method"] == "pgg" and run.data.tags["dataset"] == "sst-2"
     assert run.data.tags["best_prompt"] == rows[-1]["best_prompt"]
