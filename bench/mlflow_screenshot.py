@@ -32,7 +32,7 @@ def _screenshot(browser: str, url: str, out: Path, size: str) -> None:
                 "--disable-gpu",
                 f"--user-data-dir={profile}",
                 f"--window-size={size}",
-                "--virtual-time-budget=30000",  # the UI is a single-page app: let it fetch and draw
+                "--virtual-time-budget=120000",  # the UI is a single-page app: let it fetch and draw
                 f"--screenshot={out}",
                 url,
             ],
