@@ -186,6 +186,22 @@ def split_examples(
 # --- your own files ---------------------------------------------------------------------------
 
 
+def read_jsonl(path: Path, error: type[Exception]) -> Iterator[tuple[int, object]]:
+    """(line number, record) for each non-blank line of a JSONL file; a line that is not JSON raises
+    ``error`` naming ``file:line``."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(
+                    f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line"
+                ) from None
+            yield number, record
+
+
 def _rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(where, row) for each record of a .jsonl, .csv, .tsv or .parquet file; ``where`` is ``file:line``
     (``file:row N`` for Parquet). Raises DataError on an unreadable or empty file."""
@@ -193,20 +209,11 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
         raise DataError(f"{path}: no such file")
     count = 0
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(
-                        f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                count += 1
-                yield f"{path}:{number}", row
+        for number, row in read_jsonl(path, DataError):
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            count += 1
+            yield f"{path}:{number}", row
     elif path.suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8", newline="") as handle:  # LM-BFF's TSVs quote nothing
             tsv = path.suffix == ".tsv"

@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.data import read_jsonl
 from components.preferences import PreferenceError, RankedList, _ranked_list_from_record
 
 FORMATS = ("auto", "kwise", "trl")
@@ -50,17 +51,8 @@ def _records(location: str | Path) -> Iterator[tuple[str, object]]:
     if path.suffix in (".jsonl", ".json"):
         if not path.is_file():
             raise PreferenceError(f"preference file {path} does not exist; check guidance_fit.data")
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise PreferenceError(
-                        f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line"
-                    ) from None
-                yield f"{path}:{number}", record
+        for number, record in read_jsonl(path, PreferenceError):
+            yield f"{path}:{number}", record
     elif path.suffix == ".parquet":
         if not path.is_file():
             raise PreferenceError(f"preference file {path} does not exist; check guidance_fit.data")

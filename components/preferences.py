@@ -15,7 +15,6 @@ guidance trainer.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Protocol
 import torch
 
 from components import rouge
+from components.data import read_jsonl
 from components.models import ModelSpec, load_model
 
 
@@ -199,24 +199,15 @@ def load_ranked_lists(path: str | Path) -> list[RankedList]:
     if not path.exists():
         raise PreferenceError(f"ranking file {path} does not exist; write one JSON object per line")
     lists, seen = [], {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PreferenceError(
-                    f"{where}: not valid JSON ({err.msg}); write one JSON object per line"
-                ) from None
-            lists.append(_ranked_list_from_record(record, where))
-            source = lists[-1].source
-            if source in seen:
-                raise PreferenceError(
-                    f"{where}: source already given at line {seen[source]}; merge the two lines"
-                )
-            seen[source] = number
+    for number, record in read_jsonl(path, PreferenceError):
+        where = f"{path}:{number}"
+        lists.append(_ranked_list_from_record(record, where))
+        source = lists[-1].source
+        if source in seen:
+            raise PreferenceError(
+                f"{where}: source already given at line {seen[source]}; merge the two lines"
+            )
+        seen[source] = number
     if not lists:
         raise PreferenceError(f"ranking file {path} has no rankings; write one JSON object per line")
     return lists

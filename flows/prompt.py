@@ -72,7 +72,7 @@ from flows.common import (
 from flows.config import Config
 from flows.prepare import prompt_dir
 from flows.resume import ResumableLoop, run_id_of
-from flows.tracking import log_step_metric, pipeline_run
+from flows.tracking import log_step_curves, pipeline_run
 
 TASK = "prompt"
 SEARCH_METHODS = ("pgg", "seqpg", "random")
@@ -457,15 +457,6 @@ def _fingerprint(config: Config, method: str) -> str:
     )
 
 
-def _log_step_curves(state: dict, first_step: int, guidance_epochs: int) -> int:
-    """A block's per-step curves, as in summarization: train/policy_loss at the global policy step,
-    train/guidance_loss at the guidance epoch counted across refits. Returns the epochs so far."""
-    log_step_metric("train/policy_loss", state.get("step_losses", []), first_step)
-    epochs = (state["guidance"] or {}).get("epoch_losses", [])
-    log_step_metric("train/guidance_loss", epochs, guidance_epochs)
-    return guidance_epochs + len(epochs)
-
-
 def _log_rows(rows: list[dict]) -> None:
     for row in rows:
         mlflow.log_metrics(
@@ -514,7 +505,10 @@ def search_flow(config: Config, method: str) -> list[dict]:
                 refits.append({"step": first_step, **guidance_metrics(it.state["guidance"])})
                 mlflow.log_metrics(guidance_metrics(it.state["guidance"]), step=first_step)
             _log_rows(it.state["rows"])
-            guidance_epochs = _log_step_curves(it.state, first_step, guidance_epochs)
+            guidance_epochs = log_step_curves(
+                it.state.get("step_losses", []), first_step,
+                (it.state["guidance"] or {}).get("epoch_losses", []), guidance_epochs,
+            )  # fmt: skip
             rows += it.state["rows"]
             start, history = it.dir, [*history, it.dir / "prompts.jsonl"]
         loop.write_curve(rows)

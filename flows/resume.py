@@ -101,7 +101,10 @@ class ResumableLoop:
         (self.dir / COMPACTED_FILE).write_text("superseded checkpoints deleted; see flows/resume.py\n")
 
     def write_curve(self, rows: list[dict], name: str = "curve.json") -> None:
-        """``rows`` for `dvc plots` (runs/.../curve.json) and as an MLflow artifact of the run."""
+        """``rows`` for `dvc plots` (runs/.../curve.json) and as an MLflow artifact of the run. Every row
+        gets the union of the keys (None where a row lacks one): `dvc plots` drops a file whose rows differ."""
+        keys = list(dict.fromkeys(key for row in rows for key in row))
+        rows = [{key: row.get(key) for key in keys} for row in rows]
         atomic_write_json(self.dir / name, rows)
         mlflow.log_dict({"rows": rows}, name)
 

@@ -81,7 +81,7 @@ from flows.config import Config
 from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
 from flows.prepare import summarization_dir
 from flows.resume import ResumableLoop, run_id_of
-from flows.tracking import check_reachable, log_step_metric, pipeline_run, tracking_uri
+from flows.tracking import check_reachable, log_step_curves, pipeline_run, tracking_uri
 
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
@@ -557,7 +557,10 @@ def align_flow(config: Config, method: str) -> list[dict]:
             guidance = it.dir / "guidance" if (it.dir / "guidance").exists() else guidance
             rows.append(it.state["metrics"])
             mlflow.log_metrics(rows[-1], step=it.number)
-            guidance_epochs = _log_step_curves(it, schedule, guidance_epochs)
+            guidance_epochs = log_step_curves(  # read back from the checkpoints, so a resume logs them too
+                _state_of(it.dir / "policy").get("step_losses", []), (it.number - 1) * schedule.refit_every,
+                _state_of(it.dir / "guidance").get("epoch_losses", []), guidance_epochs,
+            )  # fmt: skip
         _finish(config, method, loop, rows, policy)
         loop.compact(_superseded(loop.dir, schedule.iterations, method))
     return rows
@@ -575,17 +578,6 @@ def _superseded(method_dir: Path, iterations: int, method: str) -> list[Path]:
 
 def _state_of(folder: Path) -> dict:
     return read_state(folder) if is_complete(folder) else {}
-
-
-def _log_step_curves(it, schedule, guidance_epochs: int) -> int:
-    """An iteration's per-step curves, read back from its checkpoints (so a resumed run logs them too):
-    train/policy_loss at the global policy step, train/guidance_loss at the guidance epoch counted
-    across refits. Returns the epochs counted so far."""
-    log_step_metric("train/policy_loss", _state_of(it.dir / "policy").get("step_losses", []),
-                    (it.number - 1) * schedule.refit_every)  # fmt: skip
-    epochs = _state_of(it.dir / "guidance").get("epoch_losses", [])
-    log_step_metric("train/guidance_loss", epochs, guidance_epochs)
-    return guidance_epochs + len(epochs)
 
 
 def _finish(config: Config, method: str, loop: ResumableLoop, rows: list[dict], policy: Path) -> None:

@@ -33,6 +33,16 @@ def log_step_metric(key: str, values: list[float], first_step: int) -> None:
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
 
 
+def log_step_curves(
+    policy_losses: list[float], first_step: int, guidance_losses: list[float], guidance_epochs: int
+) -> int:
+    """One loop iteration's per-step curves: train/policy_loss at the global policy step, and
+    train/guidance_loss at the guidance epoch counted across refits. Returns the epochs counted so far."""
+    log_step_metric("train/policy_loss", policy_losses, first_step)
+    log_step_metric("train/guidance_loss", guidance_losses, guidance_epochs)
+    return guidance_epochs + len(guidance_losses)
+
+
 class TrackingUnavailable(RuntimeError):
     pass
 

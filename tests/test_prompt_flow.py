@@ -68,7 +68,11 @@ def test_pgg_search_logs_every_step_and_refit_to_mlflow(tiny_config, mlflow_uri)
     method_dir = p.runs_dir(tiny_config) / "pgg"
     assert (method_dir / "iter-1/guidance/state.json").exists()  # refit before step 1 only (refit_until 1)
     assert not (method_dir / "iter-2/guidance").exists()
-    assert json.loads((method_dir / "curve.json").read_text()) == rows
+    curve = json.loads((method_dir / "curve.json").read_text())
+    assert len({tuple(row) for row in curve}) == 1  # `dvc plots` drops a file whose rows differ in keys
+    assert [{k: v for k, v in row.items() if v is not None} for row in curve] == [
+        {k: v for k, v in row.items() if v is not None} for row in rows
+    ]
     assert [r["step"] for r in json.loads((method_dir / "guidance.json").read_text())] == [0]
 
     client = MlflowClient(mlflow_uri)
