@@ -1,6 +1,7 @@
 """Disk per checkpoint kind with the real embedded MiniLM, and the default pipeline's totals from them.
 
     python -m bench.disk_usage [--before before.json] [--json out.json] [--no-write]
+        [--workspace . --cache-before-mib N]
 
 Runs the summarization pgg loop and the prompt pgg search for a few steps (every size below depends on
 the model, not on the step count), in a temporary folder, and measures one of each: the warm start and
@@ -8,6 +9,9 @@ the last iteration's policy, a guidance refit, the encoder cache and pgg's refer
 training article, a prompt block's adaptor and Adam state, a prompt run folder. The default pipeline's
 runs/ total is then counted from params.yaml's schedule (checkpoints x sizes). ``--before`` takes the
 ``--json`` of the same script run on the code before a change, for a before/after table.
+``--workspace`` adds what a real, finished `make run` left in that repository: runs/ per folder and
+what it added to .dvc/cache (``--cache-before-mib``: the cache's size before the run), against the
+issue-15 target of at most 500 MB each.
 """
 
 from __future__ import annotations
@@ -125,10 +129,10 @@ def table(before: dict | None, after: dict) -> str:
     rows = [
         ("policy checkpoint (warm start or an iteration)", "policy_iteration"),
         ("guidance refit (summarization, frozen backbone)", "guidance_refit"),
-        ("guidance refit (prompt, frozen backbone)", "prompt_guidance_refit"),
+        ("guidance refit (prompt, params.yaml's trainable layers)", "prompt_guidance_refit"),
         ("prompt block: adaptor.pt", "prompt_adaptor"),
         ("prompt block: optimizer.pt (Adam)", "prompt_optimizer"),
-        ("encoder_cache, full BBC splits (fp16)", "encoder_cache_full"),
+        ("encoder_cache, full BBC splits (int8 since issue 15; fp16 before)", "encoder_cache_full"),
         ("pgg reference_states.pt, full train split", "reference_states_full"),
         ("prompt pgg folder, 2-block tiny run", "prompt_pgg_folder_tiny"),
         ("summarization pgg folder, 2-iteration tiny run", "summarization_pgg_folder_tiny"),
@@ -140,11 +144,41 @@ def table(before: dict | None, after: dict) -> str:
     return "\n".join(lines)
 
 
+def mib(path: Path) -> float:
+    """Allocated size as `du -sm` counts it (blocks, not apparent bytes), in MiB."""
+    if not path.exists():
+        return 0.0
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file() and not f.is_symlink()]
+    return sum(f.stat().st_blocks * 512 for f in files) / 2**20
+
+
+def workspace_totals(workspace: Path, cache_before_mib: float) -> str:
+    """The measured paragraph for a workspace after a finished default `make run`."""
+    runs = workspace / "runs"
+    folders = {
+        str(f.relative_to(runs)): mib(f)
+        for top in sorted(runs.iterdir())
+        for f in (sorted(top.iterdir()) if top.is_dir() else [top])
+    }
+    total, added = mib(runs), mib(workspace / ".dvc" / "cache") - cache_before_mib
+    verdict = {True: "met", False: "missed"}
+    return (
+        f"Measured after a full default `make run` of this code in {workspace.resolve()}: runs/ "
+        f"**{total:.0f} MiB ({total * 2**20 / MB:.0f} MB)**, .dvc/cache grew by **{added:.0f} MiB "
+        f"({added * 2**20 / MB:.0f} MB)**. Target ≤ 500 MB each: runs/ {verdict[total * 2**20 / MB <= 500]}, "
+        f".dvc/cache {verdict[added * 2**20 / MB <= 500]}. Per folder (MiB): "
+        + ", ".join(f"{name} {size:.0f}" for name, size in folders.items() if size >= 0.5)
+        + ". Issue 15 measured 1.9 GB (runs/) and 1.7 GB (.dvc/cache) before."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="--json of this script on the code before")
     parser.add_argument("--json", type=Path, help="write the measured sizes here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite the BENCHMARKS section")
+    parser.add_argument("--workspace", type=Path, help="a repository after a finished default `make run`")
+    parser.add_argument("--cache-before-mib", type=float, default=0.0, help="its .dvc/cache before that run")
     args = parser.parse_args()
     from prefect.testing.utilities import prefect_test_harness
 
@@ -160,7 +194,7 @@ def main() -> None:
 
     before = json.loads(args.before.read_text()) if args.before else None
     estimate = default_totals(sizes, compacted=True)
-    old = default_totals(before, compacted=False) if before else None
+    old = default_totals(before, compacted=False) if before and "policy_warmstart" in before else None
     body = (
         table(before, sizes)
         + "\n\n"
@@ -171,6 +205,7 @@ def main() -> None:
             f"{estimate['prompt']:.0f}); .dvc/cache adds the same outputs once more (default link type "
             "reflink,copy: a copy where the filesystem has no reflinks)."
         )
+        + (f"\n\n{workspace_totals(args.workspace, args.cache_before_mib)}" if args.workspace else "")
     )
     write_section("disk", "Disk per checkpoint kind", body)
 

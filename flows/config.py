@@ -153,6 +153,7 @@ class SummarizationModels(Section):
     policy: str  # minilm | tiny | any HF seq2seq name (t5-small)
     decoder_layers: PositiveInt | None  # warm starts from an encoder checkpoint only
     freeze_encoder: bool  # frozen encoder => its states are computed once and cached
+    encoder_cache_storage: Literal["int8", "fp16"]  # how the cached states are stored on disk
     source_prefix: str  # "summarize: " for T5
     reward_backbone: str
     # causal_lm: one stack reads [article; summary] causally, so r_t sees the article and y_<=t through

@@ -155,7 +155,7 @@ def encode_split(split_path: Path, out: str, models, sampling) -> Path:
         max_length=sampling.max_source_tokens,
         prefix=models.source_prefix,
     )
-    encoded.save(out)
+    encoded.save(out, storage="int8" if models.encoder_cache_storage == "int8" else "native")
     return Path(out)
 
 
