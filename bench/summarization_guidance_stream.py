@@ -47,6 +47,7 @@ from components.seq2seq_policy import encode_targets, freeze_encoder, sample_k
 from flows.checkpoints import is_complete, load_policy, save_policy
 from flows.config import DEFAULT_PARAMS, load_params
 
+SECTION = "summarization_guidance_stream"
 ROUND_ARTICLES = 256  # articles sampled per round; each round draws a fresh seed
 # name -> (label, trainable: None frozen | "all" | n top layers, lr, epochs, preference, lists or None = all)
 FITS = {
@@ -56,6 +57,8 @@ FITS = {
     "embedding": ("frozen backbone, head lr 1e-3", None, 1e-3, 10, "embedding", None),
     "frozen256": ("frozen backbone, head lr 1e-3", None, 1e-3, 10, "rouge", 256),
     "all256": ("all layers, lr 5e-5", "all", 5e-5, 2, "rouge", 256),
+    "embedding_all": ("all layers, lr 5e-5", "all", 5e-5, 2, "embedding", None),
+    "embedding_top2": ("top 2 layers, lr 5e-5", 2, 5e-5, 2, "embedding", None),
 }
 
 
@@ -274,15 +277,16 @@ Fully tied lists: ROUGE preference {tied_share(train, "rouge"):.1%} of training 
 (the 300-step warm start of the quick default gave 29 % tied ROUGE lists). Reward model: causal MiniLM
 reading [article; summary], listwise loss, avg aggregation, 20 % of the training lists for early
 stopping; scored on the untied held-out lists (chance loss ln 3! = {chance:.4f}). Load average at the
-end: {load} (2-core machine shared by several jobs). METEOR: not measured. No wordnet data is installed, and the PyPI index
+end: {load} (2 cores). METEOR: not measured. No wordnet data is installed, and the PyPI index
 here has no package that ships it (`nltkdata` 0.0.1 is a 788-byte placeholder; `wn` downloads its
 data at run time), so `preference: meteor` still needs `python -m nltk.downloader wordnet` with network.
 
 {markdown_table(["guidance", "training lists (fully tied, dropped)", "held-out pairwise acc.", "Kendall tau", "held-out loss", "fit s"], table)}
 """
     write_section(
-        "summarization_guidance_stream",
-        "Summarization guidance on fresh lists of unseen articles (before any policy step)",
+        args.section,
+        "Summarization guidance on fresh lists of unseen articles (before any policy step)"
+        + (f", {args.warmstart_steps}-step warm start" if args.section != SECTION else ""),
         body + ("\n" + Path(args.note_file).read_text() if args.note_file else ""),
     )
 
@@ -297,6 +301,9 @@ def main() -> None:
     parser.add_argument("--rows", default="frozen,all,top2,embedding,frozen256")
     parser.add_argument("--root", default="runs/bench/summarization_guidance_stream")
     parser.add_argument("--note-file", default=None, help="markdown appended to the section (the reading)")
+    parser.add_argument(
+        "--section", default=SECTION, help="BENCHMARKS section: another keeps this one's table"
+    )
     args = parser.parse_args()
     unknown = [name for name in args.rows.split(",") if name not in FITS]
     if unknown:
