@@ -24,6 +24,7 @@ a rerun only does what is missing; the BENCHMARKS section is rewritten after eve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -38,9 +39,9 @@ import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
 from components import data
 from components.encoder_cache import EncodedSources, encode_sources
-from components.guidance_trainer import GuidanceConfig, GuidanceTrainer
+from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_model
-from components.policy_trainer import PolicyTrainConfig, train_policy
+from components.policy_trainer import train_policy
 from components.preferences import EmbeddingSimilarityPreference, RankedList, RougePreference
 from components.reward_model import TokenRewardModel
 from components.seq2seq_policy import encode_targets, freeze_encoder, sample_k
@@ -83,6 +84,8 @@ def overlap_accuracy(lists: list[RankedList]) -> tuple[float, float]:
         if agree:
             right, total = right + sum(agree), total + len(agree)
             taus.append(sum(2 * x - 1 for x in agree) / len(agree))
+    if not total:  # every list tied: nothing to order
+        return float("nan"), float("nan")
     return right / total, sum(taus) / len(taus)
 
 
@@ -113,10 +116,9 @@ def warm_start(config, articles, steps: int, folder: Path, seed: int) -> float:
         model.get_encoder(), tokenizer, [a.source for a in articles], max_length=sampling.max_source_tokens
     )
     labels, mask = encode_targets(tokenizer, [a.target for a in articles], sampling.max_target_tokens, model)
-    train_config = PolicyTrainConfig(
-        method="mle", steps=steps, lr=policy.warmstart_lr, warmup_steps=policy.warmup_steps,
-        batch_size=policy.batch_size, grad_clip=policy.grad_clip, seed=seed,
-    )  # fmt: skip
+    train_config = policy.train_config(
+        "mle", steps, policy.warmstart_lr, seed, sampling
+    )  # as the warm start stage
     history = train_policy(model, tokenizer, sources, labels, mask, train_config)
     seconds = time.perf_counter() - start
     tail = history[-10:]
@@ -221,15 +223,8 @@ def fit_row(config, name: str, train_records, held_records) -> dict:
         ModelSpec("minilm", "causal_lm"), head_hidden=guidance.head_hidden, squash=guidance.squash,
         freeze_backbone=trainable is None, trainable_layers=trainable if isinstance(trainable, int) else None,
     )  # fmt: skip
-    trainer = GuidanceTrainer(
-        model,
-        tokenizer,
-        GuidanceConfig(
-            loss=guidance.loss, aggregation=guidance.aggregation, lr=lr, epochs=epochs,
-            batch_size=guidance.batch_size, val_fraction=guidance.val_fraction, patience=guidance.patience,
-            seed=1, max_length=sampling.max_target_tokens, max_source_length=sampling.max_source_tokens,
-        ),
-    )  # fmt: skip
+    settings = guidance.trainer_config(1, sampling.max_target_tokens, sampling.max_source_tokens)
+    trainer = GuidanceTrainer(model, tokenizer, dataclasses.replace(settings, lr=lr, epochs=epochs))
     start = time.perf_counter()
     report = trainer.fit(as_lists(records, preference)).as_dict()
     seconds = time.perf_counter() - start
