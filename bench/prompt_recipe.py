@@ -95,18 +95,19 @@ def config_for(params: Path, seed: int, overrides: dict, threads: int, runs: str
 def dev_selection(config, method: str) -> dict:
     """Dev accuracy (%) of the best-scored and the policy selection, and the queries they cost."""
     from components.gap_reward import rank_by_reward
-    from flows.prompt import _search_prompts, policy_candidates, prompt_accuracies
+    from flows.checkpoints import read_state
+    from flows.prompt import _search_blocks, _search_prompts, prompt_accuracies
 
     top = config.eval.prompt.candidates
     records = _search_prompts(config, method)
     ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])
     scored_dev = prompt_accuracies([p for p, _ in ranked[:top]], ("dev",), config)["dev"]
-    prompts, _, queries = policy_candidates(config, method)
-    policy_dev = prompt_accuracies(prompts[:top], ("dev",), config)["dev"]
+    policy = read_state(_search_blocks(config, method)[-1])["policy_candidates"]
+    policy_dev = prompt_accuracies(policy["prompts"][:top], ("dev",), config)["dev"]
     return {
         "scored_dev": max(scored_dev),
         "policy_dev": max(policy_dev),
-        "evaluations": len(records) + queries,
+        "evaluations": len(records) + policy["queries"],
     }
 
 

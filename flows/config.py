@@ -442,6 +442,7 @@ class PromptEval(Section):
     )
     log_every: PositiveInt  # policy steps between MLflow log points (best prompt scored on dev)
     max_test_examples: PositiveInt | None  # cap on the test split (tests, quick looks); None: all
+    query_curve: bool  # both selections after every block, against task-model queries (sample efficiency)
 
 
 class PromptReward(Section):

@@ -19,9 +19,12 @@ Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
       guidance/                 token reward model fitted before the block (pgg, refit blocks)
       prompts.jsonl             every prompt scored in the block: step, batch (one score call), list, prompt,
                                 reward, train_accuracy
-      state.json                log rows + input fingerprint; written last, marks the block complete
+      state.json                log rows, the policy's ranked prompts after the block (policy selection),
+                                input fingerprint; written last, marks the block complete
   {method}/curve.json           log rows for `dvc plots`;  pgg/guidance.json: one row per refit
 A block whose state.json matches the current inputs is skipped on a rerun (resume after a crash).
+Evaluation writes metrics/prompt/{dataset}-{seed}/{method}.json and, for a search, {method}_queries.json:
+both selections after every block against the task-model queries spent (the sample-efficiency curve).
 
 Guidance data: each refit fits on the lists of the last guidance.prompt.window_blocks blocks (1: those
 scored since the previous refit, the warm-up lists for the first fit; null: every list so far), as
@@ -31,7 +34,8 @@ guidance.prompt.refit is "warm". Token rewards align with the policy's tokens by
 backbone must share the policy's tokenizer (checked; minilm/tiny policy and guidance share MiniLM's).
 
 MLflow: one run per method in experiment "<prefix>-prompt", tagged with dataset and data seed. The
-step of every metric is the policy step (0 = warm-up; a refit before step s+1 logs at step s).
+step of every metric is the policy step (0 = warm-up; a refit before step s+1 logs at step s), except
+queries/*: both selections' accuracies with the task-model queries spent so far as the step.
 Accuracies in outputs are percentages.
 """
 
@@ -58,7 +62,7 @@ from components.prompt_trainer import ADAPTOR_FILE, OPTIMIZER_FILE, PromptTraine
 from components.reward_model import TokenRewardModel
 from components.task_models import EncodedInputs, build_task_model, template_for, verbalizers_for
 from components.task_models import check_verbalizers as check_one_token
-from flows.checkpoints import is_complete, load_guidance, save_guidance, superseded_payload
+from flows.checkpoints import is_complete, load_guidance, read_state, save_guidance, superseded_payload
 from flows.common import (
     CONTENT_CACHE,
     apply_runtime,
@@ -349,7 +353,12 @@ def search_block(
     if method != "random":
         trainer.save(out_dir)
     atomic_write_text(out_dir / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    return {"rows": rows, "step_losses": step_losses}
+    result = {"rows": rows, "step_losses": step_losses}
+    if iteration > 0:  # 4. the policy's own prompts at this budget (evaluation's query curve reads them)
+        prompts, scores, queries = _rank_policy_prompts(trainer, method, config, train, labels)
+        top = config.eval.prompt.candidates
+        result["policy_candidates"] = {"prompts": prompts[:top], "scores": scores[:top], "queries": queries}
+    return result
 
 
 def _log_row(step, evaluations, window, scored, best, dev_accuracy, started, position) -> dict:
@@ -569,35 +578,22 @@ def evaluate_flow(config: Config, method: str) -> dict:
         prompts = None if method == "none" else [settings.manual_prompts[dataset]]
         scores = prompt_accuracies(prompts, ("dev", "test"), config)
         metrics = {"test_accuracy": scores["test"][0], "dev_accuracy": scores["dev"][0], "evaluations": 0}
+        curve = [
+            {"queries": 0, "test_accuracy": metrics["test_accuracy"], "dev_accuracy": metrics["dev_accuracy"]}
+        ]
         prompt = prompts[0] if prompts else ""
     else:
-        records = _search_prompts(config, method)
-        ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])
-        candidates = [p for p, _ in ranked[: settings.candidates]]
-        scores = prompt_accuracies(candidates, ("dev", "test"), config)
-        dev, test = scores["dev"], scores["test"]
-        selection = select_prompt(candidates, dev, test, top=settings.top_prompts)
-        metrics = {
-            "test_accuracy": selection.test_accuracy,
-            "top_test_accuracy": selection.top_test_accuracy,
-            "dev_accuracy": selection.dev_accuracy,
-            "evaluations": len(records),
-        }
-        prompt = selection.prompt
-        train_accuracy = {r["prompt"]: r["train_accuracy"] for r in records}
-        table = {
-            "prompt": candidates,
-            "train_reward": [reward for _, reward in ranked[: settings.candidates]],
-            "train_accuracy": [train_accuracy[p] for p in candidates],
-            "dev_accuracy": dev,
-            "test_accuracy": test,
-            "selected": [p == prompt for p in candidates],
-        }
-        policy_metrics, policy_prompt = _policy_selection(config, method)
-        metrics |= policy_metrics
+        records = _search_prompts(config, method)  # checks that the search is complete
+        last_block = read_state(_search_blocks(config, method)[-1])
+        metrics, chosen = _selections(config, records, last_block["policy_candidates"])
+        prompt, table = chosen["prompt"], chosen["table"]
+        curve = [*(query_curve(config, method) if settings.query_curve else []),
+                 {"queries": metrics["evaluations"], **metrics}]  # fmt: skip
     metrics = {k: round(float(v), 3) for k, v in metrics.items()}
     metrics["n_test"] = len(_load_encoded(embedding_file(config, "test"), torch.device("cpu"))[1])
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
+    curve = [{k: round(float(v), 3) if k != "queries" else int(v) for k, v in row.items()} for row in curve]
+    atomic_write_json(metrics_dir(config) / f"{method}_queries.json", curve)
 
     run_id = run_id_of(runs_dir(config) / method)
     tags = {"dataset": dataset, "data_seed": str(config.data.prompt.seed)}
@@ -605,8 +601,12 @@ def evaluate_flow(config: Config, method: str) -> dict:
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if k != "n_test"})
         mlflow.set_tag("selected_prompt", prompt)
         if table is not None:
-            mlflow.set_tag("policy_prompt", policy_prompt)
+            mlflow.set_tag("policy_prompt", chosen["policy_prompt"])
             mlflow.log_table(table, "prompts.json")
+        for row in curve:  # x = task-model queries: the sample-efficiency curve in the chart view
+            mlflow.log_metrics(
+                {f"queries/{k}": v for k, v in row.items() if "accuracy" in k}, step=row["queries"]
+            )
     create_markdown_artifact(
         key=f"prompt-{run_name(config)}-{method}".replace("_", "-").replace(".", "-").lower(),
         markdown=f"### {method} on {run_name(config)}: prompt {prompt!r}\n\n"
@@ -615,24 +615,13 @@ def evaluate_flow(config: Config, method: str) -> dict:
     return {**metrics, "prompt": prompt}
 
 
-def _last_block(config: Config, method: str) -> Path:
-    return runs_dir(config) / method / f"iter-{config.loop.prompt.iterations}"
-
-
-def _last_guidance(config: Config) -> Path:
-    blocks = [runs_dir(config) / "pgg" / f"iter-{i}" for i in range(config.loop.prompt.iterations, 0, -1)]
-    return next(b / "guidance" for b in blocks if (b / "guidance").is_dir())
-
-
-@task(task_run_name="policy-candidates-{method}")
-def policy_candidates(config: Config, method: str) -> tuple[list[str], list[float], int]:
-    """The trained policy's greedy prompt and samples (random search: uniform prompts), ranked best
-    first by the learned reward (pgg) or the training gap reward; returns (prompts, scores, task-model
-    queries spent ranking them)."""
-    device = apply_runtime(config.runtime)
-    generator = seed_everything(config.runtime.seed * 1000 + 999)
-    guidance = _last_guidance(config) if method == "pgg" else None
-    trainer = _trainer(config, method, 1, _last_block(config, method), guidance, device, resume=False)
+def _rank_policy_prompts(
+    trainer: PromptTrainer, method: str, config: Config, train: EncodedInputs, labels: torch.Tensor
+) -> tuple[list[str], list[float], int]:
+    """The policy's greedy prompt and eval.prompt.policy_samples of its samples (random search: uniform
+    prompts), ranked best first by the learned reward (pgg) or the training gap reward; returns (prompts,
+    scores, task-model queries spent ranking them). Its own generator: training draws are untouched."""
+    generator = torch.Generator().manual_seed(config.runtime.seed * 1000 + 999)
     ids, texts = trainer.sample(config.eval.prompt.policy_samples, generator)
     if method != "random":
         greedy_ids, greedy_text = trainer.policy.greedy()
@@ -643,24 +632,59 @@ def policy_candidates(config: Config, method: str) -> tuple[list[str], list[floa
     if method == "pgg":
         scores, queries = trainer.guidance_scores(ids).tolist(), 0
     else:
-        train, labels = _load_encoded(embedding_file(config, "train"), device)
         scores, queries = trainer.score(texts, train, labels, generator)[0].tolist(), len(texts)
     ranked = sorted(zip(texts, scores, strict=True), key=lambda pair: -pair[1])
     return [t for t, _ in ranked], [s for _, s in ranked], queries
 
 
-def _policy_selection(config: Config, method: str) -> tuple[dict[str, float], str]:
-    prompts, _, queries = policy_candidates(config, method)
-    candidates = prompts[: config.eval.prompt.candidates]
-    scores = prompt_accuracies(candidates, ("dev", "test"), config)
-    selection = select_prompt(candidates, scores["dev"], scores["test"], top=config.eval.prompt.top_prompts)
+def _search_blocks(config: Config, method: str) -> list[Path]:
+    return [runs_dir(config) / method / f"iter-{i}" for i in range(config.loop.prompt.iterations + 1)]
+
+
+def _selections(config: Config, records: list[dict], policy: dict) -> tuple[dict[str, float], dict]:
+    """Both selections at one budget, each picked on dev: *best scored* (the top eval.prompt.candidates
+    of ``records`` by training reward) and *policy* (a block's ranked policy prompts). Returns the
+    metrics and the selected prompts with the best-scored candidate table (MLflow)."""
+    settings = config.eval.prompt
+    ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])[
+        : settings.candidates
+    ]
+    candidates = [p for p, _ in ranked]
+    policy_prompts = policy["prompts"][: settings.candidates]
+    scores = prompt_accuracies(candidates + policy_prompts, ("dev", "test"), config)
+    dev, test, n = scores["dev"], scores["test"], len(candidates)
+    best = select_prompt(candidates, dev[:n], test[:n], top=settings.top_prompts)
+    mine = select_prompt(policy_prompts, dev[n:], test[n:], top=settings.top_prompts)
     metrics = {
-        "policy_test_accuracy": selection.test_accuracy,
-        "policy_top_test_accuracy": selection.top_test_accuracy,
-        "policy_dev_accuracy": selection.dev_accuracy,
-        "policy_selection_evaluations": queries,
+        "test_accuracy": best.test_accuracy, "top_test_accuracy": best.top_test_accuracy,
+        "dev_accuracy": best.dev_accuracy, "evaluations": len(records),
+        "policy_test_accuracy": mine.test_accuracy, "policy_top_test_accuracy": mine.top_test_accuracy,
+        "policy_dev_accuracy": mine.dev_accuracy, "policy_selection_evaluations": policy["queries"],
+    }  # fmt: skip
+    train_accuracy = {r["prompt"]: r["train_accuracy"] for r in records}
+    table = {
+        "prompt": candidates,
+        "train_reward": [reward for _, reward in ranked],
+        "train_accuracy": [train_accuracy[p] for p in candidates],
+        "dev_accuracy": dev[:n],
+        "test_accuracy": test[:n],
+        "selected": [p == best.prompt for p in candidates],
     }
-    return metrics, selection.prompt
+    return metrics, {"prompt": best.prompt, "policy_prompt": mine.prompt, "table": table}
+
+
+def query_curve(config: Config, method: str) -> list[dict]:
+    """Both selections after each block of a finished search but the last (whose row is the evaluation's
+    own metrics), against the task-model queries spent so far: the sample-efficiency curve. A block's
+    policy is exactly the final policy of a search with that budget (nothing in a block depends on the
+    blocks after it: constant lr, same seeds, same refit points), so one search gives every budget."""
+    rows, records = [], []
+    for block in _search_blocks(config, method)[:-1]:
+        records += _read_prompts(block / "prompts.jsonl")
+        policy = read_state(block).get("policy_candidates")
+        if policy is not None:
+            rows.append({"queries": len(records), **_selections(config, records, policy)[0]})
+    return rows
 
 
 @flow(name="prompt")

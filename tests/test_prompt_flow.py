@@ -121,6 +121,30 @@ def test_selection_picks_the_best_prompt_on_dev_and_logs_the_table(tiny_config, 
     assert client.get_run(run_id).data.tags["selected_prompt"] == metrics["prompt"]
 
 
+def test_query_curve_gives_each_budget_the_policy_a_shorter_search_ends_with(
+    tiny_params, tiny_config, tmp_path, mlflow_uri
+):
+    p.search_flow(tiny_config, "pgg")
+    final = p.evaluate_flow(tiny_config, "pgg")
+    curve = json.loads((p.metrics_dir(tiny_config) / "pgg_queries.json").read_text())
+    assert [r["queries"] for r in curve] == [18, EVALUATIONS]  # warm-up 12, then 6 per block
+    assert curve[-1] == {
+        "queries": EVALUATIONS, **{k: v for k, v in final.items() if k not in ("prompt", "n_test")}
+    }  # fmt: skip
+    client = MlflowClient(mlflow_uri)
+    run_id = (p.runs_dir(tiny_config) / "pgg/mlflow_run_id").read_text()
+    assert _steps(client, run_id, "queries/policy_test_accuracy") == [18, EVALUATIONS]
+
+    # The same search stopped after one block (18 queries) ends where the curve's first point says.
+    short = load_params(
+        tiny_params, {"loop.prompt.policy_steps": 1, "runtime.runs_dir": str(tmp_path / "runs")}
+    )
+    p.search_flow(short, "pgg")
+    assert p.evaluate_flow(short, "pgg")["evaluations"] == 18
+    shorter = json.loads((p.metrics_dir(short) / "pgg_queries.json").read_text())
+    assert shorter == [curve[0]]
+
+
 def test_baselines_write_metrics_with_the_same_budget(tiny_config, mlflow_uri):
     for method in ("random", "seqpg"):
         rows = p.search_flow(tiny_config, method)
