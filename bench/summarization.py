@@ -1,10 +1,14 @@
 """Summarization benchmark: the quick default over several seeds, ours against its baselines.
 
     python -m bench.summarization --seeds 0 1 2
+    python -m bench.summarization --seeds 0 --section summarization_regime --no-variant \
+        --set data.summarization.test_fraction=0.2 --set loop.summarization.policy_steps=300   # a profile
 
 Every seed runs the whole quick default (warm start, pgg, mle, seqpg, test evaluation, lead-k) in
 its own runs folder, so the methods of one seed share one warm start. Writes the "summarization"
-section of BENCHMARKS.md: test ROUGE mean ± std per method, ours − MLE per seed, wall time per phase.
+section of BENCHMARKS.md (or --section NAME): test ROUGE mean ± std per method, ours − MLE per seed, the
+paired bootstrap, the validation curves, wall time per phase. ``--set KEY=VALUE`` (YAML value) changes
+params for a bench profile; the section names every change.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
 from bench.report import markdown_table, write_section
@@ -29,11 +34,24 @@ METHODS = ("pgg", "pgg_exp", "mle", "seqpg", "warmstart", "lead")
 VARIANT = {"policy.summarization.wmle_weighting": "exp_reward"}
 
 
-def run_seed(params: Path, seed: int, runs_root: Path, threads: int | None) -> dict:
+def parse_sets(pairs: list[str]) -> dict:
+    """["loop.summarization.policy_steps=300", ...] -> {dotted key: YAML value}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: expected KEY=VALUE, e.g. loop.summarization.policy_steps=300")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def run_seed(
+    params: Path, seed: int, runs_root: Path, threads: int | None, sets: dict, variant: bool = True
+) -> dict:
     from flows import summarization as s
     from flows.prepare import prepare
 
-    overrides = {"runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")}
+    overrides = {**sets, "runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")}
     if threads:
         overrides["runtime.threads"] = threads
     config = load_params(params, overrides)
@@ -53,10 +71,10 @@ def run_seed(params: Path, seed: int, runs_root: Path, threads: int | None) -> d
     seconds["evaluation"] = time.perf_counter() - start
     result = {"seed": seed, "test": results, "seconds": seconds, "curves": curves}
     result["threads"] = threads or torch.get_num_threads()
-    return add_variant(result, params, runs_root, threads)
+    return add_variant(result, params, runs_root, threads, sets) if variant else result
 
 
-def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None) -> dict:
+def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None, sets: dict) -> dict:
     """Run pgg with ``VARIANT`` from the seed's warm start (copied) and add it as ``pgg_exp``."""
     from flows import summarization as s
 
@@ -65,7 +83,7 @@ def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None
     for part in ("encoder_cache", "warmstart"):
         if not (variant_dir / "summarization" / part).exists():
             shutil.copytree(seed_dir / "summarization" / part, variant_dir / "summarization" / part)
-    overrides = {"runtime.seed": result["seed"], "runtime.runs_dir": str(variant_dir), **VARIANT}
+    overrides = {**sets, "runtime.seed": result["seed"], "runtime.runs_dir": str(variant_dir), **VARIANT}
     if threads:
         overrides["runtime.threads"] = threads
     config = load_params(params, overrides)
@@ -108,6 +126,16 @@ def paired_intervals(runs_root: Path, seeds: list[int]) -> str:
     )
 
 
+def validation_table(seeds: list[dict], methods: list[str], refit_every: int) -> str:
+    """Rows: policy steps at each iteration's end; columns: each method's validation ROUGE-L, mean over seeds."""
+    iterations = len(seeds[0]["curves"][methods[0]])
+    rows = []
+    for i in range(iterations):
+        values = [statistics.mean(r["curves"][m][i]["val/rougeL"] for r in seeds) for m in methods]
+        rows.append([(i + 1) * refit_every, *(f"{v:.2f}" for v in values)])
+    return markdown_table(["policy steps", *methods], rows)
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}"
@@ -128,11 +156,19 @@ def main() -> None:
         help="run only the pgg_exp variant for seeds whose other results are saved, and add it",
     )
     parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="a params change for this profile (repeatable), e.g. loop.summarization.policy_steps=300",
+    )  # fmt: skip
+    parser.add_argument("--no-variant", action="store_true", help="skip the pgg_exp comparison run")
+    parser.add_argument("--section", default="summarization", help="the BENCHMARKS section to write")
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the section from the seeds' saved results (seeds run in separate processes)",
     )
     args = parser.parse_args()
+    sets = parse_sets(args.sets)
+    load_params(args.params, sets)  # a bad --set stops here, before any compute
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
     seeds, loads = [], [os.getloadavg()[0]]
@@ -143,30 +179,40 @@ def main() -> None:
             continue
         if args.add_variant:
             saved = json.loads(result_file.read_text())
-            seeds.append(add_variant(saved, Path(args.params), runs_root, args.threads))
+            seeds.append(add_variant(saved, Path(args.params), runs_root, args.threads, sets))
             result_file.write_text(json.dumps(seeds[-1], indent=2))
             continue
-        seeds.append(run_seed(Path(args.params), seed, runs_root, args.threads))
+        seeds.append(run_seed(Path(args.params), seed, runs_root, args.threads, sets, not args.no_variant))
         loads.append(os.getloadavg()[0])
         seeds[-1]["load"] = loads[-1]
         result_file.write_text(json.dumps(seeds[-1], indent=2))
     if args.report_only:
         loads = [r["load"] for r in seeds if "load" in r] or [float("nan")]
 
+    methods = [m for m in METHODS if all(m in r["test"] for r in seeds)]
     rows = []
-    for method in METHODS:
+    for method in methods:
         row = [method]
         for key in ("test_rouge1", "test_rouge2", "test_rougeL"):
             row.append(mean_std([r["test"][method][key] for r in seeds]))
         rows.append(row)
-    diffs = [r["test"]["pgg"]["test_rougeL"] - r["test"]["mle"]["test_rougeL"] for r in seeds]
-    diffs_pg = [r["test"]["pgg"]["test_rougeL"] - r["test"]["seqpg"]["test_rougeL"] for r in seeds]
+
+    def rouge_l(method: str) -> list[float]:
+        return [r["test"][method]["test_rougeL"] for r in seeds]
+
+    def minus(a: str, b: str) -> list[float]:
+        return [x - y for x, y in zip(rouge_l(a), rouge_l(b), strict=True)]
+
+    diffs, diffs_pg = minus("pgg", "mle"), minus("pgg", "seqpg")
     phases = list(seeds[0]["seconds"])
     timing = [[phase, *(f"{r['seconds'][phase] / 60:.1f}" for r in seeds)] for phase in phases]
-    variant_phase = "pgg (exp_reward)"  # a second pgg run for comparison, not part of the quick default
+    variant_phase = "pgg (exp_reward)"  # a second pgg run for comparison, not part of the profile
     totals = [sum(v for k, v in r["seconds"].items() if k != variant_phase) / 60 for r in seeds]
-    diffs_exp = [r["test"]["pgg_exp"]["test_rougeL"] - r["test"]["mle"]["test_rougeL"] for r in seeds]
-    won = statistics.mean(diffs) >= 1.0 and statistics.mean(diffs_pg) >= 0
+    variant = ""
+    if "pgg_exp" in methods:
+        diffs_exp = minus("pgg_exp", "mle")
+        variant = "; pgg_exp (w_t ∝ exp r_t) − MLE: " + ", ".join(f"{d:+.2f}" for d in diffs_exp)
+        variant += f" (mean {statistics.mean(diffs_exp):+.2f})"
     guidance = [
         "/".join(
             f"{row['guidance/pairwise_accuracy']:.2f}"
@@ -175,27 +221,48 @@ def main() -> None:
         )
         for r in seeds
     ]
+    mean = statistics.mean
+    checks = [
+        (f"pgg − MLE ≥ +1.0 ROUGE-L: {mean(diffs):+.2f}", mean(diffs) >= 1.0),
+        (f"pgg ≥ seqpg: {mean(diffs_pg):+.2f}", mean(diffs_pg) >= 0),
+        (f"MLE ≥ lead-{{k}}: {mean(rouge_l('mle')):.2f} vs {mean(rouge_l('lead')):.2f}",
+         mean(rouge_l("mle")) >= mean(rouge_l("lead"))),
+    ]  # fmt: skip
+    config = load_params(args.params, sets)
+    targets = "\n".join(
+        f"- {text.format(k=config.eval.summarization.lead_k)}: **{'met' if ok else 'not met'}**"
+        for text, ok in checks
+    )
+    schedule = config.loop.summarization
+    profile = "quick default (`params.yaml`)" if not sets else (
+        "bench profile: `params.yaml` with " + ", ".join(f"`{k}: {v}`" for k, v in sets.items())
+    )  # fmt: skip
     body = (
-        f"Quick default (`params.yaml`), BBC headlines, test split ({seeds[0]['test']['pgg']['n_test']} articles), "
-        f"seeds {args.seeds}. ROUGE F1 x 100, mean ± std over seeds.\n\n"
+        f"{profile}; BBC {config.data.summarization.target}s, test split "
+        f"({seeds[0]['test']['pgg']['n_test']} articles), {config.policy.summarization.warmstart_steps} "
+        f"warm-start steps, then {schedule.policy_steps} policy steps per method, guidance refits every "
+        f"{schedule.refit_every} steps until step {schedule.refit_until}; seeds {args.seeds}. "
+        "ROUGE F1 x 100, mean ± std over seeds.\n\n"
         + markdown_table(["method", "ROUGE-1", "ROUGE-2", "ROUGE-L"], rows)
         + "\n\nours − MLE, ROUGE-L per seed: "
         + ", ".join(f"{d:+.2f}" for d in diffs)
-        + f" (mean {statistics.mean(diffs):+.2f}); ours − seqpg: "
+        + f" (mean {mean(diffs):+.2f}); ours − seqpg: "
         + ", ".join(f"{d:+.2f}" for d in diffs_pg)
-        + "; pgg_exp (w_t ∝ exp r_t) − MLE: "
-        + ", ".join(f"{d:+.2f}" for d in diffs_exp)
-        + f" (mean {statistics.mean(diffs_exp):+.2f})"
+        + variant
         + "\n\n"
         + paired_intervals(runs_root, args.seeds)
         + "\n\nGuidance held-out pairwise ordering accuracy at each refit, per seed: "
         + ", ".join(guidance)
         + " (0.5 = chance)"
-        + "\n\nTarget: ours ≥ MLE + 1.0 ROUGE-L and ≥ seqpg. "
-        + ("**Met on this run.**" if won else "**Not met on this run.**")
+        + "\n\n### Validation ROUGE-L against policy steps (mean over seeds; MLflow: `val/rougeL`)\n\n"
+        + validation_table(
+            seeds, [m for m in ("pgg", "pgg_exp", "mle", "seqpg") if m in methods], schedule.refit_every
+        )  # fmt: skip
+        + "\n\n### Targets (issue #16)\n\n"
+        + targets
         + "\n\nWall time per phase (minutes):\n\n"
         + markdown_table(["phase", *(f"seed {r['seed']}" for r in seeds)], timing)
-        + "\n\nQuick default per seed (all phases but the pgg_exp comparison run): "
+        + "\n\nPer seed (all phases but the pgg_exp comparison run): "
         + ", ".join(f"{t:.1f}" for t in totals)
         + " min; "
         + "torch threads per seed: "
@@ -203,7 +270,8 @@ def main() -> None:
         + "; "
         f"load average {min(loads):.1f}-{max(loads):.1f} (2-core machine)."
     )
-    write_section("summarization", "Summarization: ours vs MLE vs sequence-level PG (quick default)", body)
+    title = "Summarization: ours vs MLE vs sequence-level PG"
+    write_section(args.section, f"{title} ({'quick default' if not sets else args.section})", body)
     print(body)
 
 
