@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, mean_sd, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
 METHODS = ("pgg", "seqpg", "random", "manual", "none")
@@ -95,12 +95,6 @@ def scoring_throughput(root: Path, prompts: int = 64, batch: int = 16) -> tuple[
     return cached_rate, uncached_rate
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,7 +139,7 @@ def main() -> None:
             tests = [r["test"][method]["test_accuracy"] for r in runs]
             top = [r["test"][method].get("top_test_accuracy") for r in runs]
             rows.append(
-                [LABELS[method], mean_std(tests), mean_std(top) if None not in top else "–"]
+                [LABELS[method], mean_sd(tests), mean_sd(top) if None not in top else "–"]
                 + [f"{t:.1f}" for t in tests]
             )
         best_baseline = max(

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, mean_sd, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
 ROOT = Path("runs/bench/prompt_recipe")
@@ -217,12 +217,6 @@ def run(phase: str, seeds: list[int], params: Path, threads: int, only: list[str
             )
             config = config_for(params, seed, overrides, threads, runs)
             record(label, method, (test_row if phase == "test" else search)(config, method))
-
-
-def mean_sd(values: list[float], digits: int = 1) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def cell(runs: list[dict], key: str, digits: int = 1) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, mean_sd, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
 ROOT = Path("runs/bench/prompt_sample_efficiency")
@@ -63,12 +63,6 @@ def run_seed(params: Path, dataset: str, seed: int, runs_root: Path, threads: in
         result["load"].append(os.getloadavg()[0])
         result[method] = json.loads((metrics_dir(config) / f"{method}_queries.json").read_text())
     return result
-
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def points(results: list[dict], method: str, key: str) -> dict[int, list[float]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 import re
 import shlex
+import statistics
 import sys
 from datetime import date
 from pathlib import Path
@@ -52,3 +53,10 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_sd(values: list[float], digits: int = 1) -> str:
+    """Mean ± sd over seeds; one value alone is printed as it is."""
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, mean_sd, write_section
 from components.statistics import paired_bootstrap
 from flows.config import DEFAULT_PARAMS, load_params
 
@@ -51,12 +51,18 @@ def run_seed(
     from flows import summarization as s
     from flows.prepare import prepare
 
-    overrides = {**sets, "runtime.seed": seed, "runtime.runs_dir": str(runs_root / f"seed-{seed}")}
+    seed_dir = runs_root / f"seed-{seed}"
+    # the seed's own splits, prepared every time (seconds): a --set of data.* never meets a stale split
+    overrides = {
+        **sets,
+        "runtime.seed": seed,
+        "runtime.runs_dir": str(seed_dir),
+        "data.prepared_dir": str(seed_dir / "data"),
+    }
     if threads:
         overrides["runtime.threads"] = threads
     config = load_params(params, overrides)
-    if not (s.split_file(config, "test")).exists():
-        prepare(config)
+    prepare(config)
     seconds = {}
     start = time.perf_counter()
     s.warmstart_flow(config)
@@ -77,6 +83,7 @@ def run_seed(
 def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None, sets: dict) -> dict:
     """Run pgg with ``VARIANT`` from the seed's warm start (copied) and add it as ``pgg_exp``."""
     from flows import summarization as s
+    from flows.prepare import prepare
 
     seed_dir = runs_root / f"seed-{result['seed']}"
     variant_dir = seed_dir / "pgg-exp_reward"
@@ -84,9 +91,11 @@ def add_variant(result: dict, params: Path, runs_root: Path, threads: int | None
         if not (variant_dir / "summarization" / part).exists():
             shutil.copytree(seed_dir / "summarization" / part, variant_dir / "summarization" / part)
     overrides = {**sets, "runtime.seed": result["seed"], "runtime.runs_dir": str(variant_dir), **VARIANT}
+    overrides["data.prepared_dir"] = str(seed_dir / "data")  # the seed's splits, as in run_seed
     if threads:
         overrides["runtime.threads"] = threads
     config = load_params(params, overrides)
+    prepare(config)
     start = time.perf_counter()
     result["curves"]["pgg_exp"] = s.align_flow(config, "pgg")
     result["seconds"]["pgg (exp_reward)"] = time.perf_counter() - start
@@ -136,12 +145,6 @@ def validation_table(seeds: list[dict], methods: list[str], refit_every: int) ->
     return markdown_table(["policy steps", *methods], rows)
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,7 +171,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sets = parse_sets(args.sets)
-    load_params(args.params, sets)  # a bad --set stops here, before any compute
+    config = load_params(args.params, sets)  # a bad --set stops here, before any compute
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
     seeds, loads = [], [os.getloadavg()[0]]
@@ -194,7 +197,7 @@ def main() -> None:
     for method in methods:
         row = [method]
         for key in ("test_rouge1", "test_rouge2", "test_rougeL"):
-            row.append(mean_std([r["test"][method][key] for r in seeds]))
+            row.append(mean_sd([r["test"][method][key] for r in seeds], 2))
         rows.append(row)
 
     def rouge_l(method: str) -> list[float]:
@@ -228,7 +231,6 @@ def main() -> None:
         (f"MLE ≥ lead-{{k}}: {mean(rouge_l('mle')):.2f} vs {mean(rouge_l('lead')):.2f}",
          mean(rouge_l("mle")) >= mean(rouge_l("lead"))),
     ]  # fmt: skip
-    config = load_params(args.params, sets)
     targets = "\n".join(
         f"- {text.format(k=config.eval.summarization.lead_k)}: **{'met' if ok else 'not met'}**"
         for text, ok in checks
