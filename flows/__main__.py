@@ -96,6 +96,9 @@ def _run(stage: str, method: str | None, config) -> int:
         print(f"prepared {sum(counts.values())} rows into {config.data.prepared_dir}")
     elif stage.startswith("summarize"):
         from flows import summarization as s
+        from flows.prepare import check_prepared
+
+        check_prepared(config)  # before any flow run: a stale split is one line, exit 2
 
         if stage == "summarize-warmstart":
             print(f"warm start: {s.warmstart_flow(config)}")

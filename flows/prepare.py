@@ -5,6 +5,7 @@ Everything is read and checked before the first file is written, so bad input le
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import flow, task
@@ -95,6 +96,27 @@ def summarization_dir(config: Config) -> Path:
     return config.data.prepared_dir / "summarization"
 
 
+PREPARED_WITH = "prepared_with.json"  # the data.summarization params the splits were written with
+
+
+def check_prepared(config: Config) -> None:
+    """Raise DataError when data.summarization in params differs from what the prepared splits were
+    written with (e.g. a new test_fraction and a stale data/): a flow would read the old split silently.
+    Splits without the record (written by hand, or by an older pgg) are not checked."""
+    record = summarization_dir(config) / PREPARED_WITH
+    if not record.exists():
+        return
+    written = json.loads(record.read_text())
+    wanted = config.data.summarization.model_dump(mode="json")
+    for key, value in wanted.items():
+        if written.get(key) != value:
+            raise data.DataError(
+                f"{summarization_dir(config)} was prepared with data.summarization.{key}="
+                f"{written.get(key)!r} but params say {value!r}: run `python -m flows prepare` "
+                "(or `dvc repro prepare`)"
+            )
+
+
 def prompt_dir(config: Config, dataset: str, seed: int) -> Path:
     return config.data.prepared_dir / "prompt" / dataset / str(seed)
 
@@ -118,6 +140,9 @@ def prepare(config: Config) -> dict[str, int]:
     for split, examples in summaries.items():
         data.write_jsonl(summarization_dir(config) / f"{split}.jsonl", examples)
         counts[f"summarization/{split}"] = len(examples)
+    atomic_write_json(
+        summarization_dir(config) / PREPARED_WITH, config.data.summarization.model_dump(mode="json")
+    )
     for (dataset, seed), splits in few_shot.items():
         for split, examples in splits.items():
             data.write_jsonl(prompt_dir(config, dataset, seed) / f"{split}.jsonl", examples)

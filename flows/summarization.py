@@ -79,7 +79,7 @@ from flows.common import (
 )
 from flows.config import Config
 from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
-from flows.prepare import summarization_dir
+from flows.prepare import check_prepared, summarization_dir
 from flows.resume import ResumableLoop, run_id_of
 from flows.tracking import check_reachable, log_step_curves, pipeline_run, tracking_uri
 
@@ -411,6 +411,7 @@ def evaluate_policy(policy_dir: Path, split: str, config: Config, n_examples: in
 @flow(name="summarization-warmstart")
 def warmstart_flow(config: Config) -> Path:
     """Encoder cache (if the encoder is frozen) and the shared MLE warm start."""
+    check_prepared(config)  # a stale split (other data.summarization params) stops here
     apply_runtime(config.runtime)
     models, sampling = config.models.summarization, config.sampling.summarization
     caches = {}
@@ -531,6 +532,7 @@ def _metrics(row: dict, stats: dict, evaluation: dict, timer: PhaseTimer) -> dic
 def align_flow(config: Config, method: str) -> list[dict]:
     """Algorithm 1 for one method (pgg; the baselines mle and seqpg skip steps 1-2)."""
     check_reachable(tracking_uri(config))  # before any training, not after the warm start
+    check_prepared(config)
     apply_runtime(config.runtime)
     warm, schedule = _warm_start_on_disk(config), config.loop.summarization
     loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method, warm))
@@ -631,6 +633,7 @@ def write_test_predictions(path: Path, examples, predictions: list[str]) -> None
 def evaluate_flow(config: Config, method: str, evaluation: dict | None = None) -> dict:
     """Test-set ROUGE of a method's final policy (or of the lead-k baseline) into metrics/summarization/.
     ``evaluation``: the policy's ``evaluate_policy`` result on the test split, if already computed."""
+    check_prepared(config)
     apply_runtime(config.runtime)
     examples = data.read_summaries(split_file(config, "test"))
     limit = config.eval.summarization.max_examples

@@ -12,7 +12,7 @@ import pytest
 
 from components.data import DataError
 from flows.config import load_params
-from flows.prepare import check_inputs, prepare
+from flows.prepare import check_inputs, check_prepared, prepare
 from tests.conftest import PROJECT_ROOT, write_params
 
 
@@ -29,6 +29,27 @@ def test_prepare_flow_writes_every_split(tmp_path, data_root, prefect_server):
     assert json.loads((tmp_path / "prepared/stats.json").read_text()) == counts
     prepare(config)  # rerun: same bytes
     assert (tmp_path / "prepared/summarization/test.jsonl").read_text() == first
+
+
+def test_a_split_prepared_with_other_params_stops_the_flows(tmp_path, data_root, prefect_server):
+    """A stale data/ (prepared with another test_fraction) would be read silently: the CLI exits 2 with
+    one line naming the param and the fix, before any flow runs or anything is written."""
+    project = tmp_path / "project"
+    prepared = f"data:\n  root: {data_root}\n  prepared_dir: prepared\n"
+    prepare(load_params(write_params(project, prepared)))
+    check_prepared(load_params(project / "params.yaml"))  # the same params pass
+    params = write_params(project, prepared + "  summarization:\n    test_fraction: 0.2\n")
+    with pytest.raises(DataError, match="test_fraction=0.05 but params say 0.2"):
+        check_prepared(load_params(params))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", "summarize-warmstart", "--params", str(params)],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "python -m flows prepare" in result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def _project_copy(tmp_path: Path, data_root: Path) -> Path:
