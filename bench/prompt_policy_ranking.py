@@ -19,7 +19,6 @@ are the sample-efficiency bench's. Writes the ``prompt_policy_ranking`` section 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -32,17 +31,11 @@ from bench.report import markdown_table, mean_sd, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
 
-def pairwise_agreement(learned: list[float], true: list[float]) -> float:
-    """Share of candidate pairs with distinct true rewards that the learned reward orders the same way."""
-    pairs = [(i, j) for i, j in itertools.combinations(range(len(true)), 2) if true[i] != true[j]]
-    agree = sum((learned[i] - learned[j]) * (true[i] - true[j]) > 0 for i, j in pairs)
-    return agree / len(pairs) if pairs else float("nan")
-
-
 def rank_seed(params: Path, dataset: str, seed: int, runs_root: Path, threads: int) -> dict:
     import torch
 
     from components.gap_reward import select_prompt
+    from components.ranking_losses import pairwise_accuracy
     from flows.common import apply_runtime
     from flows.prompt import (
         _load_encoded,
@@ -58,11 +51,9 @@ def rank_seed(params: Path, dataset: str, seed: int, runs_root: Path, threads: i
     device = apply_runtime(config.runtime)
     method_dir = runs_dir(config) / "pgg"
     last = config.loop.prompt.iterations
-    guidance = max(
-        (method_dir / f"iter-{i}" / "guidance" for i in range(1, last + 1)
-         if (method_dir / f"iter-{i}" / "guidance").is_dir()),
-        key=lambda p: int(p.parent.name.split("-")[1]),
-    )  # fmt: skip
+    guidance = next(  # the last refit's: the one the final block trained on
+        g for i in range(last, 0, -1) if (g := method_dir / f"iter-{i}" / "guidance").is_dir()
+    )
     trainer = _trainer(config, "pgg", last, method_dir / f"iter-{last}", guidance, device, resume=False)
     train, labels = _load_encoded(embedding_file(config, "train"), device)
     started = time.perf_counter()
@@ -88,11 +79,12 @@ def rank_seed(params: Path, dataset: str, seed: int, runs_root: Path, threads: i
     pools = {"pgg": pool[: len(by_guidance)], "seqpg": pool[len(by_guidance) :]}
     mine = select_prompt(by_guidance[:top], dev[:top], test[:top])
     queried = select_prompt(by_queries[:top], dev[top:], test[top:])
+    correct, pairs = pairwise_accuracy(torch.tensor([guidance_scores]), torch.tensor([true_rewards]))
     return {
         "dataset": dataset,
         "seed": seed,
         "distinct": len(by_guidance),
-        "agreement": pairwise_agreement(guidance_scores, true_rewards),
+        "agreement": correct / pairs,  # pairs with distinct gap rewards the learned reward orders alike
         "guidance": {"test": mine.test_accuracy, "dev": mine.dev_accuracy, "prompt": mine.prompt},
         "queries": {
             "test": queried.test_accuracy,
