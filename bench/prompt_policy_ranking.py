@@ -173,6 +173,9 @@ def main() -> None:
             if not any(r["dataset"] == dataset and r["seed"] == seed for r in results):
                 results.append(rank_seed(args.params, dataset, seed, args.runs_root, args.threads))
                 path.write_text(json.dumps(results, indent=2))
+    import torch
+
+    torch.set_num_threads(args.threads)  # the section's "Measured ... torch threads": the runs' (--threads)
     report(results)
 
 
