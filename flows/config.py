@@ -512,6 +512,20 @@ class Config(Section):
             )
         return self
 
+    def prompt_block_steps(self, iteration: int) -> list[tuple[int, int]]:
+        """(policy step, prompts to score) of each step of a prompt search's block ``iteration``; the
+        warm-up (iteration 0) scores warmup_lists lists at step 0 without updating."""
+        sampling, loop = self.sampling.prompt, self.loop.prompt
+        batch = sampling.lists_per_step * sampling.k
+        if iteration == 0:
+            steps = -(-sampling.warmup_lists // sampling.lists_per_step)
+            return [
+                (0, min(batch, (sampling.warmup_lists - i * sampling.lists_per_step) * sampling.k))
+                for i in range(steps)
+            ]
+        first = (iteration - 1) * loop.refit_every + 1
+        return [(step, batch) for step in range(first, min(first + loop.refit_every, loop.policy_steps + 1))]
+
     def prompt_train_config(self, method: str):
         """``components.prompt_trainer.PromptTrainConfig`` of ``method``: the prompt sections' fields of
         the same names (the guidance section gives only its aggregation: its lr is the fit's)."""

@@ -260,21 +260,6 @@ def _guidance_data(history: list[Path], config: Config) -> list[Path]:
     return history if window is None else history[-window:]
 
 
-def _block_steps(config: Config, iteration: int) -> list[tuple[int, int]]:
-    """(policy step, prompts to score) of each step of a block; the warm-up (iteration 0) scores
-    warmup_lists lists at step 0 without updating."""
-    sampling, loop = config.sampling.prompt, config.loop.prompt
-    batch = sampling.lists_per_step * sampling.k
-    if iteration == 0:
-        steps = -(-sampling.warmup_lists // sampling.lists_per_step)
-        return [
-            (0, min(batch, (sampling.warmup_lists - i * sampling.lists_per_step) * sampling.k))
-            for i in range(steps)
-        ]
-    first = (iteration - 1) * loop.refit_every + 1
-    return [(step, batch) for step in range(first, min(first + loop.refit_every, loop.policy_steps + 1))]
-
-
 def _trainer(
     config: Config, method: str, iteration: int, start, guidance_dir, device, resume: bool = True
 ) -> PromptTrainer:
@@ -324,7 +309,7 @@ def search_block(
     dev_accuracy: dict[str, float] = {}
     k, records, rows, window, step_losses = config.sampling.prompt.k, [], [], defaultdict(list), []
     started = time.perf_counter()
-    steps = _block_steps(config, iteration)
+    steps = config.prompt_block_steps(iteration)
     for position, (step, n) in enumerate(steps):
         ids, texts = trainer.sample(n, generator)  # 1. prompts from the policy (random: uniform)
         rewards, train_accuracy = trainer.score(texts, train, labels, generator)  # 2. gap reward: queries

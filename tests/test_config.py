@@ -127,3 +127,16 @@ def test_the_paper_profile_spells_out_every_key():
     paper = load_params(PROJECT_ROOT / "params-paper.yaml")
     assert set(paper.flat()) == set(load_params(DEFAULT_PARAMS).flat())
     assert paper.models.summarization.policy == "t5-small"
+
+
+def test_prompt_block_steps_cover_the_warm_up_and_every_policy_step_once():
+    config = load_params(
+        DEFAULT_PARAMS,
+        {"sampling.prompt.warmup_lists": 10, "sampling.prompt.lists_per_step": 4, "sampling.prompt.k": 5,
+         "loop.prompt.policy_steps": 7, "loop.prompt.refit_every": 3, "loop.prompt.refit_until": 7},
+    )  # fmt: skip
+    assert config.loop.prompt.iterations == 3
+    assert config.prompt_block_steps(0) == [(0, 20), (0, 20), (0, 10)]  # 10 lists of 5, no update
+    blocks = [config.prompt_block_steps(i) for i in range(1, 4)]
+    assert [step for block in blocks for step, _ in block] == list(range(1, 8))  # the last block is short
+    assert {n for block in blocks for _, n in block} == {20}
