@@ -50,7 +50,7 @@ from components.preferences import RankedList
 from components.prompt_policy import build_prompt_policy
 from components.prompt_trainer import PromptTrainer
 from components.reward_model import TokenRewardModel
-from components.task_models import EncodedInputs, build_task_model, verbalizers_for
+from components.task_models import build_task_model, verbalizers_for
 from flows.config import DEFAULT_PARAMS, Config, load_params
 
 TASK_MODEL_SETTINGS = {  # task model -> params change; filled-reading cosine gaps are ~6x smaller
@@ -88,15 +88,14 @@ class TaskModel:
             examples = data.read_classification(folder / str(config.data.prompt.seed) / f"{split}.jsonl")
             limit = config.eval.prompt.max_test_examples if split == "test" else None
             examples = examples[:limit]
-            encoded = self.model.encode_inputs([e.text for e in examples])
             labels = torch.tensor([e.label for e in examples], device=device)
-            self.splits[split] = (EncodedInputs(encoded.data, encoded.count), labels)
+            self.splits[split] = (self.model.encode_inputs([e.text for e in examples]), labels)
         self.memo: dict[tuple[str, str], float] = {}
 
     def build(self):
         """flows.prompt._task_model; on a GPU with larger batches (the same numbers, fewer launches)."""
         models = self.config.models.prompt
-        kind = {"prototype": "prototype", "prefix_lm": "prefix_lm"}[models.task_model]
+        kind = models.task_model  # the two kinds of TASK_MODEL_SETTINGS keep their names in components
         kwargs = {"temperature": self.config.reward.prompt.task_temperature}
         if kind == "prefix_lm" and self.device.type == "cuda":
             kwargs.update(max_continuations=128, cache_tokens=1 << 20)
