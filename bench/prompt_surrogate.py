@@ -62,6 +62,7 @@ VARIANTS = {  # name -> (method, params change)
     "pgg": ("pgg", {}),
     "pgg_M4": ("pgg", {"policy.prompt.guidance_updates": 4}),
     "pgg_M16": ("pgg", {"policy.prompt.guidance_updates": 16}),
+    "pgg_seq": ("pgg", {"policy.prompt.guidance_credit": "sequence"}),  # bench.prompt_credit
     "random": ("random", {}),
 }
 SPLITS = ("train", "dev", "test")
@@ -396,7 +397,7 @@ def oracle(args) -> None:
 
 
 LABELS = {"random": "random search", "seqpg": "seqpg", "pgg": "pgg (M = 0, default)",
-          "pgg_M4": "pgg, M = 4", "pgg_M16": "pgg, M = 16"}  # fmt: skip
+          "pgg_M4": "pgg, M = 4", "pgg_M16": "pgg, M = 16", "pgg_seq": "pgg, sequence credit"}  # fmt: skip
 
 
 def _runs(rows: dict, seeds: list[int], task_model: str, variant: str) -> list[dict]:

@@ -15,7 +15,9 @@ Methods (``PromptTrainConfig.method``):
 pgg can also use the guidance as the cheap, dense surrogate it is meant to be: after each real
 update, ``guidance_updates`` more updates, each on ``guidance_samples`` fresh prompts scored by the
 learned token reward alone (``guidance_update``), so a task-model query buys several updates.
-With ``reward_to_go`` a token is weighted by the sum of the token rewards from it to the end.
+With ``reward_to_go`` a token is weighted by the sum of the token rewards from it to the end. With
+``guidance_credit: sequence`` every token of a prompt is weighted by the prompt's aggregated learned
+reward, as seqpg weights it by the gap reward (an ablation of the token-level credit).
 With ``normalize_rewards`` the weights are z-scored over the batch (token rewards centred per
 position), so the entropy coefficient weighs the same for both methods.
 """
@@ -38,6 +40,7 @@ ADAPTOR_FILE = "adaptor.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 
 METHODS = ("pgg", "seqpg", "random")
+CREDITS = ("token", "sequence")
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,15 @@ class PromptTrainConfig:
     guidance_updates: int  # pgg: surrogate updates on the learned reward after each real one
     guidance_samples: int  # prompts per surrogate update
     reward_to_go: bool  # pgg: weight token t by sum_{t' >= t} r_t' instead of r_t
+    guidance_credit: str  # pgg: token (r_t, the paper's) | sequence (the prompt's aggregate)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown prompt method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.guidance_credit not in CREDITS:
+            raise ValueError(
+                f"unknown guidance credit {self.guidance_credit!r}; use one of {', '.join(CREDITS)}"
+            )
 
 
 def z_score(rewards: torch.Tensor) -> torch.Tensor:
@@ -153,18 +161,30 @@ class PromptTrainer:
         return {f"surrogate_{key}": value for key, value in stats.items()}
 
     def _weights(self, token_rewards: torch.Tensor) -> torch.Tensor:
-        """pgg's REINFORCE weights: r_t (or its reward-to-go), z-scored when normalize_rewards."""
-        weights = reward_to_go(token_rewards) if self.config.reward_to_go else token_rewards
-        return z_score(weights) if self.config.normalize_rewards else weights
+        """pgg's REINFORCE weights ``[n, L]``: r_t (or its reward-to-go), z-scored when normalize_rewards.
+        With sequence credit, every token of a prompt gets the prompt's aggregated learned reward, centred
+        over the batch: seqpg's update with the learned reward in place of the gap reward (an ablation:
+        what the token-level credit adds)."""
+        cfg = self.config
+        if cfg.guidance_credit == "sequence":
+            scores = self._aggregate(token_rewards)
+            scores = scores - scores.mean()
+            scores = scores / scores.std().clamp(min=1e-8) if cfg.normalize_rewards else scores
+            return scores[:, None].expand_as(token_rewards)
+        weights = reward_to_go(token_rewards) if cfg.reward_to_go else token_rewards
+        return z_score(weights) if cfg.normalize_rewards else weights
 
-    @torch.no_grad()
-    def guidance_scores(self, ids: torch.Tensor) -> torch.Tensor:
-        """The learned reward's score of each prompt ``[n]`` (token rewards aggregated as in the fit)."""
-        token_rewards = self.reward_model(ids, torch.ones_like(ids))
+    def _aggregate(self, token_rewards: torch.Tensor) -> torch.Tensor:
+        """Each prompt's score ``[n]``: its token rewards aggregated as the guidance fit aggregates them."""
         mask = torch.ones_like(token_rewards)
         return aggregate(token_rewards[:, None], mask[:, None], self.config.aggregation, self.config.tau)[
             :, 0
         ]
+
+    @torch.no_grad()
+    def guidance_scores(self, ids: torch.Tensor) -> torch.Tensor:
+        """The learned reward's score of each prompt ``[n]`` (token rewards aggregated as in the fit)."""
+        return self._aggregate(self.reward_model(ids, torch.ones_like(ids)))
 
     def _step(self, loss: torch.Tensor, entropy: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)

@@ -376,6 +376,17 @@ class PromptPolicySection(Section):
     # pgg: weight each token by the sum of the token rewards from it to the prompt's end (reward-to-go)
     # instead of its own r_t
     reward_to_go: bool
+    # pgg: token (each token weighted by its own r_t, the paper's) | sequence (every token by the prompt's
+    # aggregated learned reward, seqpg's update on the learned reward: an ablation of the token credit)
+    guidance_credit: Literal["token", "sequence"]
+
+    @model_validator(mode="after")
+    def _credit_and_reward_to_go(self):
+        if self.reward_to_go and self.guidance_credit == "sequence":
+            raise ValueError(
+                "reward_to_go applies to token credit only; set guidance_credit: token or reward_to_go: false"
+            )
+        return self
 
 
 class PolicyConfig(Section):

@@ -52,6 +52,10 @@ BAD_PARAMS = {
         "trainable_layers",
     ),
     "window of no blocks": ("guidance:\n  prompt:\n    window_blocks: 0\n", "guidance.prompt.window_blocks"),
+    "reward-to-go of a sequence credit": (
+        "policy:\n  prompt:\n    reward_to_go: true\n    guidance_credit: sequence\n",
+        "reward_to_go applies to token credit only",
+    ),
 }
 
 

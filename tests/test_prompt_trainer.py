@@ -110,3 +110,18 @@ def test_random_search_never_updates_and_z_score_centres(parts):
     assert torch.allclose(weights.mean(0), torch.zeros(2))
     greedy_ids, greedy_text = policy.greedy()
     assert greedy_ids.shape == (1, policy.prompt_length) and torch.equal(policy.greedy()[0], greedy_ids)
+
+
+def test_sequence_credit_gives_every_token_of_a_prompt_its_centred_aggregate(parts):
+    policy, reward_model, task_model, *_ = parts
+    ids, _ = policy.sample(4, top_k=20, generator=torch.Generator().manual_seed(4))
+    rewards = reward_model(ids, torch.ones_like(ids)).detach()
+    raw = PromptTrainer(
+        policy, task_model, _config("pgg", normalize_rewards=False, guidance_credit="sequence"), reward_model
+    )
+    scores = rewards.sum(dim=1)  # the default prompt aggregation: sum
+    assert torch.allclose(raw._weights(rewards), (scores - scores.mean())[:, None].expand_as(rewards))
+    token = PromptTrainer(policy, task_model, _config("pgg", normalize_rewards=False), reward_model)
+    assert not torch.allclose(token._weights(rewards), raw._weights(rewards))
+    with pytest.raises(ValueError, match="unknown guidance credit"):
+        _config("pgg", guidance_credit="prompt")

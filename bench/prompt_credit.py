@@ -1,0 +1,93 @@
+"""Does pgg's token-level credit help or hurt? The learned reward as a sequence reward, on the CPU (#14)
+
+    python -m bench.prompt_surrogate run --device cpu --threads 2 --task-models prefix_lm \\
+        --seeds 13 21 42 --variants pgg_seq pgg seqpg --out bench/results/prompt_credit
+    python -m bench.prompt_credit bench/results/prompt_credit
+
+On the prefix-LM task model pgg lost to seqpg on every seed (BENCHMARKS prompt_surrogate), yet at the
+untrained policy its learned reward orders prompts by held-out accuracy no worse than the gap reward
+does (prompt_signal). Two things differ between the methods: which reward (learned vs the task model's)
+and how it is credited (each token its own r_t vs every token the prompt's score). ``pgg_seq``
+(``policy.prompt.guidance_credit: sequence``) keeps pgg's learned reward and takes seqpg's credit: every
+token of a prompt is weighted by the prompt's aggregated learned reward, centred and scaled over the
+batch. Same searches as bench.prompt_surrogate (its ``search``), same task-model queries.
+
+Writes the ``prompt_credit`` section of BENCHMARKS.md from the run's JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from bench.prompt_surrogate import LABELS
+from bench.report import markdown_table, mean_sd, write_section
+
+ORDER = ("pgg", "pgg_seq", "seqpg")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--load", default="not recorded", help="load average while the run ran")
+    args = parser.parse_args()
+    rows = {}
+    for path in sorted(args.folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["task_model"], row["seed"], row["variant"]] = row
+    task_model = next(iter(rows))[0]
+    seeds = sorted({seed for _, seed, _ in rows})
+    variants = [v for v in ORDER if all((task_model, s, v) in rows for s in seeds)]
+
+    def line(label: str, values: list[float], digits: int = 1) -> list[str]:
+        return [label, mean_sd(values, digits), *(f"{v:.{digits}f}" for v in values)]
+
+    def of(variant: str, key: str, curve: int | None = None) -> list[float]:
+        runs = [rows[task_model, s, variant] for s in seeds]
+        return [r[key] if curve is None else r["curve"][curve][key] for r in runs]
+
+    table = [line(f"{LABELS[v]}, policy", of(v, "policy_test_accuracy")) for v in variants]
+    half = rows[task_model, seeds[0], variants[0]]["curve"][0]["queries"]
+    table += [
+        line(f"{LABELS[v]}, policy, {half} queries", of(v, "policy_test_accuracy", 0)) for v in variants
+    ]
+    table += [line(f"{LABELS[v]}, best scored", of(v, "test_accuracy")) for v in variants]
+    table += [line(v, of(v, "test_accuracy")) for v in ("manual", "none")]
+    dev = [line(LABELS[v], of(v, "policy_dev_accuracy")) for v in variants]
+    guided = [v for v in variants if v.startswith("pgg")]
+    online = [line(LABELS[v], of(v, "online_pairwise_accuracy"), 3) for v in guided]
+    seconds = {v: statistics.mean(of(v, "seconds")) for v in variants}
+    heads = ["method, selection", "test acc % (mean ± sd)", *(f"seed {s}" for s in seeds)]
+    body = f"""SST-2, data seeds {", ".join(map(str, seeds))}, task model {task_model} (reward temperature 0.01), the quick
+default's search (`params.yaml`: 2,640 task-model queries, entropy 0.25), run on this CPU through
+bench.prompt_surrogate's `search` (flows.prompt's loop, checked prompt for prompt against the flow). pgg, sequence
+credit: `policy.prompt.guidance_credit: sequence`. Policy pick and best scored as in prompt_surrogate; test
+accuracy (%) reported once.
+
+{markdown_table(heads, table)}
+
+Dev accuracy of the policy pick (%):
+
+{markdown_table([heads[0], "dev acc % (mean ± sd)", *heads[2:]], dev)}
+
+The learned reward's ordering of the moving policy's fresh prompts against their gap rewards, before each update
+used them (0.5 = chance):
+
+{markdown_table(["method", "online pairwise acc (mean ± sd)", *heads[2:]], online)}
+
+Seconds per search and its evaluations: {", ".join(f"{LABELS[v]} {t:.0f}" for v, t in seconds.items())}
+(2 torch threads, one search at a time; load average {args.load})."""
+    write_section(
+        "prompt_credit",
+        "Prompt search: token-level vs sequence-level credit of the learned reward (issue #14)",
+        body,
+    )
+
+
+if __name__ == "__main__":
+    main()
