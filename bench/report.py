@@ -27,14 +27,18 @@ def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
+def this_command() -> str:
+    """The command line of this process, as a reader would type it."""
+    script = Path(sys.argv[0])  # `python -m bench.x` shows up as .../bench/x.py in argv
+    module = f"-m bench.{script.stem}" if script.parent.name == "bench" else shlex.quote(sys.argv[0])
+    return " ".join(["python", module, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def write_section(
     name: str, title: str, body: str, command: str | None = None, measured_on: str | None = None
 ) -> None:
     """``measured_on``: where the numbers were measured, when not on this machine (the device machine)."""
-    if command is None:  # `python -m bench.x` shows up as .../bench/x.py in argv
-        script = Path(sys.argv[0])
-        module = f"-m bench.{script.stem}" if script.parent.name == "bench" else shlex.quote(sys.argv[0])
-        command = " ".join(["python", module, *(shlex.quote(a) for a in sys.argv[1:])])
+    command = command or this_command()
     section = (
         f"<!-- bench:{name} -->\n## {title}\n\n"
         f"Command: `{command}`  \nMeasured: {date.today().isoformat()} on {measured_on or machine()}\n\n"

@@ -2,6 +2,7 @@
 
     python -m bench.summarization_guidance_stream [--warmstart-steps 100] [--train-lists 768]
         [--held-lists 160] [--threads 1] [--rows frozen,all,top2,embedding,frozen256]
+        [--lists 256,1024,4096]   (each row at each count: held-out accuracy against the number of lists)
 
 The cheapest diagnostic of issue 16, item 1, before any policy step:
 
@@ -36,15 +37,18 @@ from pathlib import Path
 import torch
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, this_command, write_section
+from bench.summarization_weights import token_classes
 from components import data
 from components.encoder_cache import EncodedSources, encode_sources
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_model
+from components.policy_losses import token_weights
 from components.policy_trainer import train_policy
 from components.preferences import EmbeddingSimilarityPreference, RankedList, RougePreference
+from components.reference_rewards import reference_token_rewards
 from components.reward_model import TokenRewardModel
-from components.seq2seq_policy import encode_targets, freeze_encoder, sample_k
+from components.seq2seq_policy import encode_targets, freeze_encoder, sample_k, tokenize_sources
 from flows.checkpoints import is_complete, load_policy, save_policy
 from flows.config import DEFAULT_PARAMS, load_params
 
@@ -214,10 +218,45 @@ def as_lists(records: list[dict], preference: str) -> list[RankedList]:
     return [RankedList(r["source"], r["candidates"], r[preference]) for r in records]
 
 
-def fit_row(config, name: str, train_records, held_records) -> dict:
-    label, trainable, lr, epochs, preference, n = FITS[name]
+def held_references(config, warm_folder: Path, held_records) -> dict:
+    """The held-out articles' references as pgg's WMLE reads them: policy labels, copied / novel / eos
+    classes, and the articles as the causal reward model reads them."""
+    sampling = config.sampling.summarization
+    tokenizer, policy = load_policy(warm_folder, frozen_encoder=True)
+    sources, targets = [r["source"] for r in held_records], [r["target"] for r in held_records]
+    labels, mask = encode_targets(tokenizer, targets, sampling.max_target_tokens, policy)
+    article = tokenize_sources(tokenizer, sources, sampling.max_source_tokens)
+    classes = token_classes(labels, mask, article["input_ids"], article["attention_mask"])
+    mle_weights = mask / mask.sum(dim=1, keepdim=True)
+    return {
+        "labels": labels,
+        "mask": mask,
+        "classes": classes,
+        "sources": dict(article),  # the causal reward model reads the article's own token ids
+        "max_source_tokens": sampling.max_source_tokens,
+        "mle_novel_weight": 100 * float((mle_weights * classes["novel"]).sum() / mle_weights.sum()),
+    }
+
+
+def weight_shares(model, references: dict) -> dict:
+    """Where w_t = r_t / sum r puts the weight of the held-out references: % on novel tokens (MLE: 1 /
+    length), and the mean r_t on copied and on novel tokens."""
+    classes, mask = references["classes"], references["mask"]
+    rewards = reference_token_rewards(model, references["labels"], mask, references["sources"])
+    weights = token_weights(rewards, mask, "reward")
+    mean_r = lambda m: float((rewards * m).sum() / m.sum())  # noqa: E731
+    return {
+        "novel_weight": 100 * float((weights * classes["novel"]).sum() / weights.sum()),
+        "r_copied": mean_r(classes["copied"]),
+        "r_novel": mean_r(classes["novel"]),
+    }
+
+
+def fit_guidance(config, name: str, records: list[dict]):
+    """Row ``name``'s reward model fitted on ``records``: (trainer, fit report, seconds). Seeded: a refit
+    on the same lists gives the same model."""
+    _, trainable, lr, epochs, preference, _ = FITS[name]
     guidance, sampling = config.guidance.summarization, config.sampling.summarization
-    records = train_records[:n] if n else train_records
     torch.manual_seed(0)
     tokenizer, model = TokenRewardModel.from_spec(
         ModelSpec("minilm", "causal_lm"), head_hidden=guidance.head_hidden, squash=guidance.squash,
@@ -228,21 +267,57 @@ def fit_row(config, name: str, train_records, held_records) -> dict:
     start = time.perf_counter()
     report = trainer.fit(as_lists(records, preference)).as_dict()
     seconds = time.perf_counter() - start
+    model.eval()
+    return trainer, report, seconds
+
+
+def fit_row(config, name: str, train_records, held_records, n: int, references: dict) -> dict:
+    """Fit row ``name`` on the first ``n`` training lists and score it on the held-out lists."""
+    label, preference = FITS[name][0], FITS[name][4]
+    records = train_records[:n]
+    trainer, report, seconds = fit_guidance(config, name, records)
     held = trainer.evaluate(as_lists(held_records, preference))
+    model = trainer.model
     return {
         "name": name, "label": label, "preference": preference, "lists": len(records),
         "tied": report["n_tied_dropped"], "epochs_run": report["epochs_run"], "seconds": seconds,
         "held_accuracy": held["pairwise_accuracy"], "held_tau": held["kendall_tau"], "held_loss": held["loss"],
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), **weight_shares(model, references),
     }  # fmt: skip
+
+
+def weight_cells(row: dict) -> list[str]:
+    if "novel_weight" not in row:  # a row another invocation fitted before these columns
+        return ["-", "-"]
+    return [f"{row['novel_weight']:.1f}", f"{row['r_copied']:.2f} / {row['r_novel']:.2f}"]
 
 
 def tied_share(records, preference: str) -> float:
     return sum(len(set(r[preference])) == 1 for r in records) / len(records)
 
 
-def write_report(args, built: dict, rows: list[dict], chance: float) -> None:
+def curve_table(rows: list[dict]) -> str:
+    """Held-out pairwise accuracy (Kendall tau) against the number of training lists, one line per
+    guidance; empty when every guidance was fitted at one count only."""
+    counts = sorted({row["lists"] for row in rows})
+    if len(counts) < 2:
+        return ""
+    lines: dict[str, dict[int, str]] = {}
+    for row in rows:
+        cell = f"{row['held_accuracy']:.3f} ({row['held_tau']:.2f})"
+        lines.setdefault(f"{row['label']}, {row['preference']}", {})[row["lists"]] = cell
+    table = [[label, *(cells.get(n, "-") for n in counts)] for label, cells in lines.items()]
+    return (
+        "\nHeld-out pairwise accuracy (Kendall tau) against the number of training lists (fully tied lists"
+        " included in the count, dropped from the fit):\n\n"
+        + markdown_table(["guidance", *(f"{n} lists" for n in counts)], table)
+        + "\n"
+    )
+
+
+def write_report(args, built: dict, rows: list[dict], chance: float, references: dict) -> None:
     facts, held, train = built["facts"], built["held"], built["train"]
+    config_tokens, mle_novel = references["max_source_tokens"], references["mle_novel_weight"]
     sampling = facts.get("sampling", [])
     per_list = sum(s["seconds"] for s in sampling) / max(sum(s["lists"] for s in sampling), 1)
     table = []
@@ -250,12 +325,12 @@ def write_report(args, built: dict, rows: list[dict], chance: float) -> None:
         untied = [r for r in held if len(set(r[preference])) > 1]
         accuracy, tau = overlap_accuracy(as_lists(untied, preference))
         table.append([f"share of summary words found in the article (not learned), {preference}", "-",
-                      f"{accuracy:.3f}", f"{tau:.3f}", "-", "-"])  # fmt: skip
+                      f"{accuracy:.3f}", f"{tau:.3f}", "-", "-", "-", "-"])  # fmt: skip
     for row in rows:
         table.append([
             f"{row['label']}, {row['preference']}, {row['epochs_run']} epochs", f"{row['lists']} ({row['tied']} tied)",
             f"{row['held_accuracy']:.3f}", f"{row['held_tau']:.3f}", f"{row['held_loss']:.4f}",
-            f"{row['seconds']:.0f}",
+            f"{row['seconds']:.0f}", *weight_cells(row),
         ])  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     body = f"""
@@ -276,13 +351,24 @@ end: {load} (2 cores). METEOR: not measured. No wordnet data is installed, and t
 here has no package that ships it (`nltkdata` 0.0.1 is a 788-byte placeholder; `wn` downloads its
 data at run time), so `preference: meteor` still needs `python -m nltk.downloader wordnet` with network.
 
-{markdown_table(["guidance", "training lists (fully tied, dropped)", "held-out pairwise acc.", "Kendall tau", "held-out loss", "fit s"], table)}
-"""
+{markdown_table(["guidance", "training lists (fully tied, dropped)", "held-out pairwise acc.", "Kendall tau", "held-out loss", "fit s", "novel-token weight, %", "mean r_t copied / novel"], table)}
+
+Last two columns: pgg's WMLE weights w_t = r_t / sum r on the {len(held)} held-out articles' references, as
+`bench.summarization_weights` measures them: the share of the weight mass on *novel* reference tokens (not
+among the article's first {config_tokens} tokens; MLE's 1 / length gives them {mle_novel:.1f} %), and the mean
+reward on copied and on novel tokens. Does a guidance that orders candidates better still move weight
+off the novel tokens, where the policy's errors are?
+{curve_table(rows)}"""
     write_section(
         args.section,
         "Summarization guidance on fresh lists of unseen articles (before any policy step)"
-        + (f", {args.warmstart_steps}-step warm start" if args.section != SECTION else ""),
+        + (f", {args.warmstart_steps}-step warm start" if args.section != SECTION else "")
+        + (", against the number of lists" if args.lists else ""),
         body + ("\n" + Path(args.note_file).read_text() if args.note_file else ""),
+        # Every invocation that added a row, in order: rerun on one cache root, they give the table again.
+        command=" && ".join(
+            dict.fromkeys([*(row["command"] for row in rows if "command" in row), this_command()])
+        ),
     )
 
 
@@ -297,12 +383,19 @@ def main() -> None:
     parser.add_argument("--root", default="runs/bench/summarization_guidance_stream")
     parser.add_argument("--note-file", default=None, help="markdown appended to the section (the reading)")
     parser.add_argument(
+        "--lists",
+        default=None,
+        help="comma-separated list counts: every row is fitted at each (default: the row's own)",
+    )
+    parser.add_argument(
         "--section", default=SECTION, help="BENCHMARKS section: another keeps this one's table"
     )
     args = parser.parse_args()
     unknown = [name for name in args.rows.split(",") if name not in FITS]
     if unknown:
         parser.exit(2, f"error: unknown rows {unknown}; use some of {', '.join(FITS)}\n")
+    if args.lists and not all(n.isdigit() and int(n) > 0 for n in args.lists.split(",")):
+        parser.exit(2, f"error: --lists {args.lists!r} is not a comma-separated list of positive counts\n")
     torch.set_num_threads(args.threads)
     config = load_params(DEFAULT_PARAMS)
     root = Path(args.root) / f"seed-{args.seed}"
@@ -310,19 +403,22 @@ def main() -> None:
     built = build_lists(config, root, args)
     chance = math.log(math.factorial(config.sampling.summarization.k))
     fits_file = root / f"fits-{args.warmstart_steps}.jsonl"
-    done = [json.loads(line) for line in fits_file.read_text().splitlines()] if fits_file.exists() else []
-    key = lambda row: (row["name"], row["lists"])  # noqa: E731
-    for name in args.rows.split(","):
-        n = FITS[name][5] or len(built["train"])
-        if any(key(row) == (name, n) for row in done):
+    lines = fits_file.read_text().splitlines() if fits_file.exists() else []
+    done = {(row["name"], row["lists"]): row for row in map(json.loads, lines)}  # a later line replaces
+    references = held_references(config, root / f"warmstart-{args.warmstart_steps}", built["held"])
+    counts = [int(n) for n in args.lists.split(",")] if args.lists else [None]
+    for name, count in itertools.product(args.rows.split(","), counts):
+        n = min(count or FITS[name][5] or len(built["train"]), len(built["train"]))
+        if "novel_weight" in done.get((name, n), {}):  # rows from before the weight columns are refitted
             continue
-        row = fit_row(config, name, built["train"], built["held"])
+        row = fit_row(config, name, built["train"], built["held"], n, references)
+        row["command"] = this_command()
         print(row, flush=True)
-        done.append(row)
+        done[name, n] = row
         with fits_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        write_report(args, built, done, chance)
-    write_report(args, built, done, chance)
+        write_report(args, built, list(done.values()), chance, references)
+    write_report(args, built, list(done.values()), chance, references)
 
 
 if __name__ == "__main__":
