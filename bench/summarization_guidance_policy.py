@@ -15,12 +15,13 @@ warm-up from params.yaml):
 - ``mle``;
 - ``pgg`` with each guidance: w_t = r_t / sum r on the references (``wmle_weighting: reward``), one fit
   and no refit, so the only thing that differs between the pgg rows is how well the guidance orders;
-- ``pgg`` with w_t ∝ exp r_t (``exp_reward``, the authors' code's softer rule) for the counts in
-  ``--exp-lists``.
+- ``pgg`` with w_t ∝ exp r_t (``exp_reward``, the authors' code's softer rule) with the frozen guidance
+  of each count in ``--exp-lists``.
 
-Validation ROUGE-L (greedy) every ``--eval-every`` steps; test ROUGE-L of the final policies once, with a
-paired bootstrap of pgg − MLE over test articles pooled over seeds. Seeds change the batch order and
-dropout; the warm start and the guidances are the same for every seed. Chooses nothing.
+Validation and test ROUGE-L (greedy) every ``--eval-every`` steps. The section reports test at the last
+step and at the step each method's mean validation ROUGE-L picks, with a paired bootstrap of pgg − MLE over
+test articles pooled over seeds, and lead-k beside them. Seeds change the batch order and dropout; the warm
+start and the guidances are the same for every seed. ``--section`` keeps runs of other lengths apart.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from bench.report import markdown_table, write_section
 from bench.summarization_guidance_stream import build_lists, fit_guidance
 from components import data
 from components.encoder_cache import encode_sources
+from components.lead_baseline import lead_summaries
 from components.models import load_tokenizer
 from components.policy_trainer import train_policy
 from components.reference_rewards import reference_token_rewards, reward_sources
@@ -96,12 +98,21 @@ def train_one(config, warm: Path, run: tuple, guidance: Path | None, seed: int, 
             [e.source for e in examples], sources, sampling.max_source_tokens,
         )  # fmt: skip
         rewards = reference_token_rewards(reward_model, labels, mask, readings)
-    curve = {}
+    curve, test_curve = {}, {}
 
     def on_step(step: int, _stats: dict) -> None:
         if step % args.eval_every == 0:
             model.eval()
             curve[step] = statistics.mean(rouge_l(model, tokenizer, *splits["validation"][:2], config))
+            # Scored at every evaluation, but reported only at the step validation picks.
+            test_examples, test_sources = splits["test"][:2]
+            test_curve[step] = dict(
+                zip(
+                    [e.id for e in test_examples],
+                    rouge_l(model, tokenizer, test_examples, test_sources, config),
+                    strict=True,
+                )
+            )
             model.train()
             print(f"  {label(run)}, seed {seed}, step {step}: "
                   f"val ROUGE-L {curve[step]:.2f}", flush=True)  # fmt: skip
@@ -120,6 +131,7 @@ def train_one(config, warm: Path, run: tuple, guidance: Path | None, seed: int, 
     test_examples, test_sources = splits["test"][:2]
     return {
         "validation": curve,
+        "test_curve": test_curve,
         "test": dict(zip([e.id for e in test_examples], rouge_l(model, tokenizer, test_examples, test_sources, config), strict=True)),
         "seconds": seconds,
     }  # fmt: skip
@@ -133,6 +145,43 @@ def label(run: tuple) -> str:
     return f"pgg, guidance from {n[1]} lists{trained}" + (
         ", w_t ∝ exp r_t" if weighting == "exp_reward" else ""
     )
+
+
+def validation_chosen(runs: list[tuple], results: dict, seeds: list[int]) -> str:
+    """Test ROUGE-L of each method at the step its mean validation ROUGE-L picks, with pgg − MLE at those
+    steps; empty when the results hold no per-step test scores."""
+    if not all("test_curve" in r for r in results.values()):
+        return ""
+    rows, picked = [], {}
+    for run in runs:
+        per_seed = [results[run, seed] for seed in seeds]
+        step = max(
+            per_seed[0]["validation"], key=lambda s: statistics.mean(r["validation"][s] for r in per_seed)
+        )
+        picked[run] = {
+            (seed, k): v
+            for seed, r in zip(seeds, per_seed, strict=True)
+            for k, v in r["test_curve"][step].items()
+        }
+        rows.append([
+            label(run), step, mean_sd([r["validation"][step] for r in per_seed]),
+            mean_sd([statistics.mean(r["test_curve"][step].values()) for r in per_seed]),
+        ])  # fmt: skip
+    keys = sorted(picked[runs[0]])
+    intervals = [
+        f"- {label(run)} − MLE: "
+        f"{paired_bootstrap([picked[run][k] for k in keys], [picked[runs[0]][k] for k in keys])}"
+        for run in runs[1:]
+    ]
+    return f"""
+Each method at the step its mean validation ROUGE-L picks (test scored at every evaluation, read only here):
+
+{markdown_table(["method", "step chosen on validation", "val", "test"], rows)}
+
+Paired bootstrap at those steps:
+
+{chr(10).join(intervals)}
+"""
 
 
 def mean_sd(values: list[float]) -> str:
@@ -155,22 +204,29 @@ def main() -> None:
         "--trained-lists", default="", help="counts whose guidance trains all backbone layers (lr 5e-5)"
     )
     parser.add_argument(
-        "--exp-lists", default="", help="counts of --lists whose guidance also trains with w_t ∝ exp r_t"
+        "--exp-lists", default="", help="counts whose frozen guidance trains with w_t ∝ exp r_t"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--section", default=SECTION, help="BENCHMARKS section to (re)write")
     args = parser.parse_args()
-    for flag, value in (("--lists", args.lists), ("--trained-lists", args.trained_lists)):
+    for flag, value in (
+        ("--lists", args.lists),
+        ("--trained-lists", args.trained_lists),
+        ("--exp-lists", args.exp_lists),
+    ):
         if value and not all(n.isdigit() and int(n) > 0 for n in value.split(",")):
             parser.exit(2, f"error: {flag} {value!r} is not a comma-separated list of positive counts\n")
-    if args.exp_lists and not set(args.exp_lists.split(",")) <= set(args.lists.split(",")):
-        parser.exit(2, f"error: --exp-lists {args.exp_lists!r} must name counts of --lists {args.lists!r}\n")
+    if not (args.lists or args.trained_lists or args.exp_lists):
+        parser.exit(
+            2, "error: no guidance to compare with MLE; give --lists, --trained-lists or --exp-lists\n"
+        )
     if args.steps < args.eval_every or args.eval_every < 1:
         parser.exit(2, f"error: --eval-every {args.eval_every} must be between 1 and --steps {args.steps}\n")
     # A guidance is (stream bench row, lists): the frozen head, or all layers trained.
-    counts = [("frozen", int(n)) for n in args.lists.split(",")]
+    counts = [("frozen", int(n)) for n in args.lists.split(",") if n]
     counts += [("all", int(n)) for n in args.trained_lists.split(",") if n]
     exp_counts = [("frozen", int(n)) for n in args.exp_lists.split(",") if n]
     torch.set_num_threads(args.threads)
@@ -181,9 +237,9 @@ def main() -> None:
         parser.exit(2, f"error: no warm start at {warm}; run bench.summarization_guidance_stream first\n")
     built = build_lists(
         config, root, SimpleNamespace(seed=0, warmstart_steps=args.warmstart_steps, held_lists=args.held_lists,
-                                      train_lists=max(n for _, n in counts)),
+                                      train_lists=max(n for _, n in counts + exp_counts)),
     )  # fmt: skip
-    guidances = {key: guidance_folder(config, root, built["train"], *key) for key in counts}
+    guidances = {key: guidance_folder(config, root, built["train"], *key) for key in {*counts, *exp_counts}}
     fits = {}  # the stream bench's held-out accuracy and weight columns of each guidance
     fits_file = root / f"fits-{args.warmstart_steps}.jsonl"
     for row in map(json.loads, fits_file.read_text().splitlines() if fits_file.exists() else []):
@@ -235,6 +291,17 @@ def main() -> None:
                 f"- {label(run)} − MLE: {paired_bootstrap([ours[k] for k in keys], [mle[k] for k in keys])}"
             )
     n_test = len(splits["test"][0])
+    lead_k = config.eval.summarization.lead_k
+    lead = {
+        name: statistics.mean(
+            100 * r["rougeL"]
+            for r in rouge_per_example(
+                lead_summaries([e.source for e in examples[name]], lead_k), [e.target for e in examples[name]]
+            )
+        )  # fmt: skip
+        for name in ("validation", "test")
+    }
+    chosen = validation_chosen(runs, results, args.seeds)
     body = f"""Question: if the guidance orders unseen candidates better (more lists), does pgg's reweighting of
 the references do better than MLE on the same references? Policy: the MiniLM BERT2BERT warm start of
 `bench.summarization_guidance_stream` ({args.warmstart_steps} MLE steps on half of the train articles),
@@ -253,9 +320,13 @@ Paired bootstrap over test articles pooled over seeds (95 %, 10 000 resamples):
 
 {chr(10).join(intervals)}
 
+lead-{lead_k}: validation {lead["validation"]:.2f}, test {lead["test"]:.2f}.
+{chosen}
 {args.threads} torch threads; load average {", ".join(f"{x:.1f}" for x in os.getloadavg())} (2 cores)."""
     write_section(
-        SECTION, "Summarization: does a better-ordering guidance make WMLE beat MLE? (issue #16)", body
+        args.section,
+        f"Summarization: does a better-ordering guidance make WMLE beat MLE? {args.steps} policy steps (issue #16)",
+        body,
     )
 
 
