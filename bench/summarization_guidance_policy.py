@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import torch
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import markdown_table, mean_sd, write_section
 from bench.summarization_guidance_stream import build_lists, fit_guidance
 from components import data
 from components.encoder_cache import encode_sources
@@ -83,6 +83,14 @@ def rouge_l(model, tokenizer, examples, sources, config) -> list[float]:
     return [100 * s["rougeL"] for s in rouge_per_example(predictions, [e.target for e in examples])]
 
 
+def test_scores(model, tokenizer, splits, config) -> dict[str, float]:
+    """Greedy ROUGE-L F1 x 100 of each test article, by id."""
+    examples, sources = splits["test"][:2]
+    return dict(
+        zip([e.id for e in examples], rouge_l(model, tokenizer, examples, sources, config), strict=True)
+    )
+
+
 def train_one(config, warm: Path, run: tuple, guidance: Path | None, seed: int, args, splits) -> dict:
     """``args.steps`` steps of ``run`` (method, lists, weighting) from the warm start: validation curve and
     test scores."""
@@ -105,14 +113,7 @@ def train_one(config, warm: Path, run: tuple, guidance: Path | None, seed: int, 
             model.eval()
             curve[step] = statistics.mean(rouge_l(model, tokenizer, *splits["validation"][:2], config))
             # Scored at every evaluation, but reported only at the step validation picks.
-            test_examples, test_sources = splits["test"][:2]
-            test_curve[step] = dict(
-                zip(
-                    [e.id for e in test_examples],
-                    rouge_l(model, tokenizer, test_examples, test_sources, config),
-                    strict=True,
-                )
-            )
+            test_curve[step] = test_scores(model, tokenizer, splits, config)
             model.train()
             print(f"  {label(run)}, seed {seed}, step {step}: "
                   f"val ROUGE-L {curve[step]:.2f}", flush=True)  # fmt: skip
@@ -128,11 +129,11 @@ def train_one(config, warm: Path, run: tuple, guidance: Path | None, seed: int, 
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model.eval()
-    test_examples, test_sources = splits["test"][:2]
     return {
         "validation": curve,
         "test_curve": test_curve,
-        "test": dict(zip([e.id for e in test_examples], rouge_l(model, tokenizer, test_examples, test_sources, config), strict=True)),
+        # the last evaluation already scored the final policy when it fell on the last step
+        "test": test_curve.get(args.steps) or test_scores(model, tokenizer, splits, config),
         "seconds": seconds,
     }  # fmt: skip
 
@@ -164,8 +165,8 @@ def validation_chosen(runs: list[tuple], results: dict, seeds: list[int]) -> str
             for k, v in r["test_curve"][step].items()
         }
         rows.append([
-            label(run), step, mean_sd([r["validation"][step] for r in per_seed]),
-            mean_sd([statistics.mean(r["test_curve"][step].values()) for r in per_seed]),
+            label(run), step, mean_sd([r["validation"][step] for r in per_seed], digits=2),
+            mean_sd([statistics.mean(r["test_curve"][step].values()) for r in per_seed], digits=2),
         ])  # fmt: skip
     keys = sorted(picked[runs[0]])
     intervals = [
@@ -182,14 +183,6 @@ Paired bootstrap at those steps:
 
 {chr(10).join(intervals)}
 """
-
-
-def mean_sd(values: list[float]) -> str:
-    return (
-        f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-        if len(values) > 1
-        else f"{values[0]:.2f}"
-    )
 
 
 def main() -> None:
@@ -279,8 +272,8 @@ def main() -> None:
             label(run),
             f"{fit['held_accuracy']:.3f}" if fit else "-",
             f"{fit['novel_weight']:.1f}" if "novel_weight" in fit and run[2] is None else "-",  # w = r / sum r
-            *(mean_sd([r["validation"][str(s)] for r in per_seed]) for s in steps),
-            mean_sd([statistics.mean(r["test"].values()) for r in per_seed]),
+            *(mean_sd([r["validation"][str(s)] for r in per_seed], digits=2) for s in steps),
+            mean_sd([statistics.mean(r["test"].values()) for r in per_seed], digits=2),
             f"{statistics.mean(r['seconds'] for r in per_seed) / 60:.1f}",
         ])  # fmt: skip
         if n is not None:
