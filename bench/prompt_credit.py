@@ -1,8 +1,12 @@
-"""Does pgg's token-level credit help or hurt? The learned reward as a sequence reward, on the CPU (#14)
+"""Does pgg's token-level credit help or hurt? The learned reward as a sequence reward, and the true
+reward spread over tokens by the learned one, on the CPU (#14)
 
     python -m bench.prompt_surrogate run --device cpu --threads 2 --task-models prefix_lm \\
         --seeds 13 21 42 --variants pgg_seq pgg seqpg --out bench/results/prompt_credit
     python -m bench.prompt_credit bench/results/prompt_credit
+    python -m bench.prompt_surrogate run --device cpu --threads 2 --task-models prefix_lm \\
+        --seeds 13 21 42 --variants pgg_spread seqpg pgg --out bench/results/prompt_spread
+    python -m bench.prompt_credit bench/results/prompt_spread --section prompt_spread
 
 On the prefix-LM task model pgg lost to seqpg on every seed (BENCHMARKS prompt_surrogate), yet at the
 untrained policy its learned reward orders prompts by held-out accuracy no worse than the gap reward
@@ -10,9 +14,12 @@ does (prompt_signal). Two things differ between the methods: which reward (learn
 and how it is credited (each token its own r_t vs every token the prompt's score). ``pgg_seq``
 (``policy.prompt.guidance_credit: sequence``) keeps pgg's learned reward and takes seqpg's credit: every
 token of a prompt is weighted by the prompt's aggregated learned reward, centred and scaled over the
-batch. Same searches as bench.prompt_surrogate (its ``search``), same task-model queries.
+batch. ``pgg_spread`` (``guidance_credit: gap_spread``) keeps seqpg's reward, the task model's gap reward
+of each prompt, and lets the learned reward only move it between the prompt's words (bench.prompt_token_credit
+measured that its within-prompt credit points at the words that matter). Same searches as
+bench.prompt_surrogate (its ``search``), same task-model queries.
 
-Writes the ``prompt_credit`` section of BENCHMARKS.md from the run's JSON lines.
+Writes the ``prompt_credit`` section of BENCHMARKS.md (or ``--section``) from the run's JSON lines.
 """
 
 from __future__ import annotations
@@ -25,7 +32,15 @@ from pathlib import Path
 from bench.prompt_surrogate import LABELS
 from bench.report import markdown_table, mean_sd, write_section
 
-ORDER = ("pgg", "pgg_seq", "seqpg")
+ORDER = ("pgg", "pgg_seq", "pgg_spread", "seqpg")
+CREDIT_PARAMS = {
+    "pgg_seq": "pgg, sequence credit: `policy.prompt.guidance_credit: sequence`.",
+    "pgg_spread": "pgg, gap reward spread by r_t: `policy.prompt.guidance_credit: gap_spread`.",
+}
+TITLES = {
+    "prompt_credit": "Prompt search: token-level vs sequence-level credit of the learned reward (issue #14)",
+    "prompt_spread": "Prompt search: the gap reward spread over a prompt's words by the learned reward (issue #14)",
+}
 
 
 def main() -> None:
@@ -34,6 +49,7 @@ def main() -> None:
     )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--load", default="not recorded", help="load average while the run ran")
+    parser.add_argument("--section", choices=sorted(TITLES), default="prompt_credit")
     args = parser.parse_args()
     rows = {}
     for path in sorted(args.folder.glob("*.jsonl")):
@@ -62,12 +78,12 @@ def main() -> None:
     guided = [v for v in variants if v.startswith("pgg")]
     online = [line(LABELS[v], of(v, "online_pairwise_accuracy"), 3) for v in guided]
     seconds = {v: statistics.mean(of(v, "seconds")) for v in variants}
+    credits = " ".join(CREDIT_PARAMS[v] for v in variants if v in CREDIT_PARAMS)
     heads = ["method, selection", "test acc % (mean ± sd)", *(f"seed {s}" for s in seeds)]
     body = f"""SST-2, data seeds {", ".join(map(str, seeds))}, task model {task_model} (reward temperature 0.01), the quick
 default's search (`params.yaml`: 2,640 task-model queries, entropy 0.25), run on this CPU through
-bench.prompt_surrogate's `search` (flows.prompt's loop, checked prompt for prompt against the flow). pgg, sequence
-credit: `policy.prompt.guidance_credit: sequence`. Policy pick and best scored as in prompt_surrogate; test
-accuracy (%) reported once.
+bench.prompt_surrogate's `search` (flows.prompt's loop, checked prompt for prompt against the flow). {credits}
+Policy pick and best scored as in prompt_surrogate; test accuracy (%) reported once.
 
 {markdown_table(heads, table)}
 
@@ -82,11 +98,7 @@ used them (0.5 = chance):
 
 Seconds per search and its evaluations: {", ".join(f"{LABELS[v]} {t:.0f}" for v, t in seconds.items())}
 (2 torch threads, one search at a time; load average {args.load})."""
-    write_section(
-        "prompt_credit",
-        "Prompt search: token-level vs sequence-level credit of the learned reward (issue #14)",
-        body,
-    )
+    write_section(args.section, TITLES[args.section], body)
 
 
 if __name__ == "__main__":

@@ -197,14 +197,13 @@ accuracies differ by more than 3 points (about one standard error of a 250-row a
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13])
+def main_for(doc: str, default_out: Path, run_one, write_report, seeds=(13,)) -> None:
+    """The command line of a per (task model, seed) bench: run what ``--out`` lacks, then report."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--task-models", nargs="+", default=["prototype", "prefix_lm"])
-    parser.add_argument("--out", type=Path, default=Path("bench/results/prompt_signal.jsonl"),
+    parser.add_argument("--out", type=Path, default=default_out,
                         help="one JSON line per (task model, seed); runs already there are reused")  # fmt: skip
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -214,15 +213,15 @@ def main() -> None:
         for seed in args.seeds:
             if any(r["task_model"] == task_model and r["seed"] == seed for r in done):
                 continue
-            done.append(run_task_model(task_model, seed))
+            done.append(run_one(task_model, seed))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with args.out.open("a") as out:
                 out.write(json.dumps(done[-1]) + "\n")
-    report(
+    write_report(
         [r for r in done if r["task_model"] in args.task_models and r["seed"] in args.seeds],
         args.threads,
     )
 
 
 if __name__ == "__main__":
-    main()
+    main_for(__doc__, Path("bench/results/prompt_signal.jsonl"), run_task_model, report)

@@ -63,6 +63,7 @@ VARIANTS = {  # name -> (method, params change)
     "pgg_M4": ("pgg", {"policy.prompt.guidance_updates": 4}),
     "pgg_M16": ("pgg", {"policy.prompt.guidance_updates": 16}),
     "pgg_seq": ("pgg", {"policy.prompt.guidance_credit": "sequence"}),  # bench.prompt_credit
+    "pgg_spread": ("pgg", {"policy.prompt.guidance_credit": "gap_spread"}),  # bench.prompt_credit
     "random": ("random", {}),
 }
 SPLITS = ("train", "dev", "test")
@@ -397,7 +398,8 @@ def oracle(args) -> None:
 
 
 LABELS = {"random": "random search", "seqpg": "seqpg", "pgg": "pgg (M = 0, default)",
-          "pgg_M4": "pgg, M = 4", "pgg_M16": "pgg, M = 16", "pgg_seq": "pgg, sequence credit"}  # fmt: skip
+          "pgg_M4": "pgg, M = 4", "pgg_M16": "pgg, M = 16", "pgg_seq": "pgg, sequence credit",
+          "pgg_spread": "pgg, gap reward spread by r_t"}  # fmt: skip
 
 
 def _runs(rows: dict, seeds: list[int], task_model: str, variant: str) -> list[dict]:

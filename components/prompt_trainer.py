@@ -17,7 +17,10 @@ update, ``guidance_updates`` more updates, each on ``guidance_samples`` fresh pr
 learned token reward alone (``guidance_update``), so a task-model query buys several updates.
 With ``reward_to_go`` a token is weighted by the sum of the token rewards from it to the end. With
 ``guidance_credit: sequence`` every token of a prompt is weighted by the prompt's aggregated learned
-reward, as seqpg weights it by the gap reward (an ablation of the token-level credit).
+reward, as seqpg weights it by the gap reward (an ablation of the token-level credit). With
+``guidance_credit: gap_spread`` a prompt's words share its true gap reward as seqpg's do, and the guidance
+only moves credit between them: z(R)_i + z(r)_{i,t} - mean_t z(r)_{i,t}, so a prompt's weights still sum to
+L z(R)_i (the guidance as credit assignment, not as the reward; needs normalize_rewards).
 With ``normalize_rewards`` the weights are z-scored over the batch (token rewards centred per
 position), so the entropy coefficient weighs the same for both methods.
 """
@@ -40,7 +43,7 @@ ADAPTOR_FILE = "adaptor.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 
 METHODS = ("pgg", "seqpg", "random")
-CREDITS = ("token", "sequence")
+CREDITS = ("token", "sequence", "gap_spread")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class PromptTrainConfig:
     guidance_updates: int  # pgg: surrogate updates on the learned reward after each real one
     guidance_samples: int  # prompts per surrogate update
     reward_to_go: bool  # pgg: weight token t by sum_{t' >= t} r_t' instead of r_t
-    guidance_credit: str  # pgg: token (r_t, the paper's) | sequence (the prompt's aggregate)
+    guidance_credit: str  # pgg: token (r_t, the paper's) | sequence (the prompt's aggregate) | gap_spread
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -69,6 +72,8 @@ class PromptTrainConfig:
             raise ValueError(
                 f"unknown guidance credit {self.guidance_credit!r}; use one of {', '.join(CREDITS)}"
             )
+        if self.guidance_credit == "gap_spread" and not self.normalize_rewards:
+            raise ValueError("guidance_credit gap_spread adds z-scores; set normalize_rewards: true")
 
 
 def z_score(rewards: torch.Tensor) -> torch.Tensor:
@@ -135,7 +140,7 @@ class PromptTrainer:
                 scores, rewards.view(-1, cfg.k)
             )
             loss = token_guided_reinforce_loss(
-                log_probs, entropy, self._weights(token_rewards), cfg.entropy_coef
+                log_probs, entropy, self._weights(token_rewards, rewards), cfg.entropy_coef
             )
         elif cfg.method == "seqpg":
             sequence_rewards = rewards / rewards.std().clamp(min=1e-8) if cfg.normalize_rewards else rewards
@@ -150,6 +155,10 @@ class PromptTrainer:
         cfg = self.config
         if cfg.method != "pgg" or self.reward_model is None:
             raise ValueError("guidance-only updates need method pgg and a fitted token reward model")
+        if cfg.guidance_credit == "gap_spread":
+            raise ValueError(
+                "guidance_credit gap_spread needs each prompt's gap reward; guidance-only updates have none"
+            )
         ids, _ = self.sample(n, generator)
         log_probs, entropy = self.policy.log_probs_and_entropy(ids)
         with torch.no_grad():
@@ -160,12 +169,19 @@ class PromptTrainer:
         )
         return {f"surrogate_{key}": value for key, value in stats.items()}
 
-    def _weights(self, token_rewards: torch.Tensor) -> torch.Tensor:
+    def _weights(self, token_rewards: torch.Tensor, gap_rewards: torch.Tensor | None = None) -> torch.Tensor:
         """pgg's REINFORCE weights ``[n, L]``: r_t (or its reward-to-go), z-scored when normalize_rewards.
         With sequence credit, every token of a prompt gets the prompt's aggregated learned reward, centred
         over the batch: seqpg's update with the learned reward in place of the gap reward (an ablation:
-        what the token-level credit adds)."""
+        what the token-level credit adds). With gap_spread credit, seqpg's z-scored gap reward of each
+        prompt plus each token's deviation from its prompt's mean z-scored r_t."""
         cfg = self.config
+        if cfg.guidance_credit == "gap_spread":
+            if gap_rewards is None:
+                raise ValueError("guidance_credit gap_spread needs the gap reward of each prompt")
+            token_credit = z_score(token_rewards)
+            within_prompt = token_credit - token_credit.mean(1, keepdim=True)
+            return z_score(gap_rewards)[:, None] + within_prompt
         if cfg.guidance_credit == "sequence":
             scores = self._aggregate(token_rewards)
             scores = scores - scores.mean()

@@ -377,14 +377,22 @@ class PromptPolicySection(Section):
     # instead of its own r_t
     reward_to_go: bool
     # pgg: token (each token weighted by its own r_t, the paper's) | sequence (every token by the prompt's
-    # aggregated learned reward, seqpg's update on the learned reward: an ablation of the token credit)
-    guidance_credit: Literal["token", "sequence"]
+    # aggregated learned reward, seqpg's update on the learned reward: an ablation of the token credit) |
+    # gap_spread (seqpg's gap reward, moved between a prompt's tokens by the guidance)
+    guidance_credit: Literal["token", "sequence", "gap_spread"]
 
     @model_validator(mode="after")
     def _credit_and_reward_to_go(self):
-        if self.reward_to_go and self.guidance_credit == "sequence":
+        if self.reward_to_go and self.guidance_credit != "token":
             raise ValueError(
                 "reward_to_go applies to token credit only; set guidance_credit: token or reward_to_go: false"
+            )
+        if self.guidance_credit == "gap_spread" and not self.normalize_rewards:
+            raise ValueError("guidance_credit gap_spread adds z-scored rewards; set normalize_rewards: true")
+        if self.guidance_credit == "gap_spread" and self.guidance_updates:
+            raise ValueError(
+                "guidance_credit gap_spread needs each prompt's gap reward, which guidance-only updates lack; "
+                "set guidance_updates: 0 or guidance_credit: token"
             )
         return self
 

@@ -56,6 +56,14 @@ BAD_PARAMS = {
         "policy:\n  prompt:\n    reward_to_go: true\n    guidance_credit: sequence\n",
         "reward_to_go applies to token credit only",
     ),
+    "gap-spread credit on raw rewards": (
+        "policy:\n  prompt:\n    normalize_rewards: false\n    guidance_credit: gap_spread\n",
+        "set normalize_rewards: true",
+    ),
+    "gap-spread credit with guidance-only updates": (
+        "policy:\n  prompt:\n    guidance_updates: 4\n    guidance_credit: gap_spread\n",
+        "set guidance_updates: 0",
+    ),
 }
 
 

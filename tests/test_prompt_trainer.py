@@ -125,3 +125,26 @@ def test_sequence_credit_gives_every_token_of_a_prompt_its_centred_aggregate(par
     assert not torch.allclose(token._weights(rewards), raw._weights(rewards))
     with pytest.raises(ValueError, match="unknown guidance credit"):
         _config("pgg", guidance_credit="prompt")
+
+
+def test_gap_spread_credit_keeps_each_prompts_gap_reward_and_moves_it_between_words_by_r_t(parts):
+    policy, reward_model, task_model, *_ = parts
+    ids, _ = policy.sample(4, top_k=20, generator=torch.Generator().manual_seed(5))
+    token_rewards = reward_model(ids, torch.ones_like(ids)).detach()
+    gap = torch.tensor([3.0, -1.0, 0.5, 2.0])
+    trainer = PromptTrainer(policy, task_model, _config("pgg", guidance_credit="gap_spread"), reward_model)
+    weights = trainer._weights(token_rewards, gap)
+    length = ids.shape[1]
+    # A prompt's words share exactly seqpg's z-scored reward; the guidance only reorders it inside the prompt.
+    assert torch.allclose(weights.sum(1), length * z_score(gap), atol=1e-5)
+    assert torch.allclose(weights - weights.mean(1, keepdim=True),
+                          z_score(token_rewards) - z_score(token_rewards).mean(1, keepdim=True), atol=1e-6)  # fmt: skip
+    assert not torch.allclose(weights, trainer._weights(token_rewards, -gap))
+    with pytest.raises(ValueError, match="needs the gap reward"):
+        trainer._weights(token_rewards)
+    with pytest.raises(ValueError, match="guidance-only updates have none"):
+        trainer.guidance_update(4, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="normalize_rewards: true"):
+        _config("pgg", guidance_credit="gap_spread", normalize_rewards=False)
+    stats = trainer.update(ids, gap)
+    assert {"loss", "entropy", "guidance_correct", "guidance_pairs"} <= stats.keys()
