@@ -95,6 +95,15 @@ def fitted_guidance(config, lists, n: int) -> GuidanceTrainer:
     return trainer
 
 
+def untrained_pgg_trainer(config, task: TaskModel) -> PromptTrainer:
+    """pgg's trainer around the untrained prompt policy of ``config`` (no reward model yet)."""
+    sampling = config.sampling.prompt
+    policy = build_prompt_policy(
+        config.models.prompt.policy, sampling.prompt_length, config.policy.prompt.adaptor_hidden
+    )
+    return PromptTrainer(policy, task.model, config.prompt_train_config("pgg"))
+
+
 def agreement(signal: torch.Tensor, truth: torch.Tensor, min_gap: float) -> tuple[int, int]:
     """Pairs within each batch row ordered like ``truth`` among those whose truth differs by > min_gap."""
     better = truth.unsqueeze(2) - truth.unsqueeze(1) > min_gap
@@ -109,10 +118,7 @@ def run_task_model(task_model: str, seed: int) -> dict:
     held_out = task.model.encode_inputs(texts)
     generator = seed_everything(config.runtime.seed * 1000)
     sampling, reward = config.sampling.prompt, config.reward.prompt
-    policy = build_prompt_policy(
-        config.models.prompt.policy, sampling.prompt_length, config.policy.prompt.adaptor_hidden
-    )
-    trainer = PromptTrainer(policy, task.model, config.prompt_train_config("pgg"))
+    trainer = untrained_pgg_trainer(config, task)
     started = time.perf_counter()
     fit_pool = scored_lists(trainer, task, max(FIT_LISTS), sampling.k, sampling.lists_per_step, generator)
     batch = sampling.lists_per_step * sampling.k

@@ -38,12 +38,11 @@ from pathlib import Path
 import torch
 
 from bench.prompt_guidance_fresh import scored_lists
-from bench.prompt_signal import fitted_guidance, held_out_rows, main_for
+from bench.prompt_signal import fitted_guidance, gap_on, held_out_rows, main_for, untrained_pgg_trainer
 from bench.prompt_surrogate import TaskModel, config_for, seed_everything
 from bench.report import markdown_table, mean_sd, write_section
-from components.gap_reward import accuracy, gap_reward
-from components.prompt_policy import build_prompt_policy
-from components.prompt_trainer import PromptTrainer, z_score
+from components.gap_reward import accuracy
+from components.prompt_trainer import gap_spread_weights, z_score
 from flows.config import DEFAULT_PARAMS
 
 SEEDS = (13, 21, 42, 87, 100)
@@ -80,16 +79,11 @@ def run_task_model(task_model: str, seed: int) -> dict:
     train_inputs, train_labels = task.splits["train"]
     generator = seed_everything(config.runtime.seed * 1000)
     sampling, reward = config.sampling.prompt, config.reward.prompt
-    policy = build_prompt_policy(
-        config.models.prompt.policy, sampling.prompt_length, config.policy.prompt.adaptor_hidden
-    )
-    trainer = PromptTrainer(policy, task.model, config.prompt_train_config("pgg"))
+    trainer = untrained_pgg_trainer(config, task)
+    policy = trainer.policy
     started = time.perf_counter()
     warmup = scored_lists(trainer, task, WARMUP_LISTS, sampling.k, sampling.lists_per_step, generator)
     trainer.reward_model = fitted_guidance(config, warmup, WARMUP_LISTS).model
-
-    def gap(probs, inputs_labels, fraction, gen=None):
-        return gap_reward(probs, inputs_labels, reward.gap_positive, reward.gap_negative, fraction, gen)
 
     batch, length = sampling.lists_per_step * sampling.k, sampling.prompt_length
     cells = {key: [] for key in ("pgg", "seqpg", "gap_spread", *TRUTHS)}
@@ -104,8 +98,8 @@ def run_task_model(task_model: str, seed: int) -> dict:
         train_probs = task.model.class_probs(prompts, train_inputs)
         scores = {
             "held_acc": 100 * accuracy(held_probs, labels),
-            "held_gap": gap(held_probs, labels, 1.0),
-            "train_gap": gap(train_probs, train_labels, 1.0),
+            "held_gap": gap_on(held_probs, labels, reward)(1.0, None),
+            "train_gap": gap_on(train_probs, train_labels, reward)(1.0, None),
         }
         for truth, values in scores.items():
             values = values.view(batch, 1 + length)
@@ -113,13 +107,12 @@ def run_task_model(task_model: str, seed: int) -> dict:
         # The credits, from what each method sees of the original prompts only.
         with torch.no_grad():
             token_rewards = trainer.reward_model(ids, torch.ones_like(ids))
-        pgg = z_score(token_rewards)
-        subset_reward = gap(train_probs.view(batch, 1 + length, *train_probs.shape[1:])[:, 0], train_labels,
-                            reward.reward_fraction, generator)  # fmt: skip
-        seqpg = z_score(subset_reward)[:, None].expand(batch, length)
+        pgg = trainer._weights(token_rewards)  # the default token credit: z-scored r_t
+        original_probs = train_probs.view(batch, 1 + length, *train_probs.shape[1:])[:, 0]
+        subset_reward = gap_on(original_probs, train_labels, reward)(reward.reward_fraction, generator)
         cells["pgg"].append(pgg)
-        cells["seqpg"].append(seqpg)
-        cells["gap_spread"].append(seqpg + pgg - pgg.mean(1, keepdim=True))
+        cells["seqpg"].append(z_score(subset_reward)[:, None].expand(batch, length))
+        cells["gap_spread"].append(gap_spread_weights(token_rewards, subset_reward))
         top, bottom = pgg.argmax(1), pgg.argmin(1)
         rows = torch.arange(batch)
         for truth in TRUTHS:

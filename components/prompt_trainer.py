@@ -82,6 +82,12 @@ def z_score(rewards: torch.Tensor) -> torch.Tensor:
     return centred / centred.std().clamp(min=1e-8)
 
 
+def gap_spread_weights(token_rewards: torch.Tensor, gap_rewards: torch.Tensor) -> torch.Tensor:
+    """``[n, L]``: z(R)_i + z(r)_{i,t} - mean_t z(r)_{i,t}; each prompt's weights sum to L z(R)_i."""
+    token_credit = z_score(token_rewards)
+    return z_score(gap_rewards)[:, None] + token_credit - token_credit.mean(1, keepdim=True)
+
+
 class PromptTrainer:
     """The prompt policy, its optimizer, the frozen task model and (pgg) the token reward model
     (``reward_model`` may be None until the first fit: warm-up lists are sampled and scored only)."""
@@ -179,9 +185,7 @@ class PromptTrainer:
         if cfg.guidance_credit == "gap_spread":
             if gap_rewards is None:
                 raise ValueError("guidance_credit gap_spread needs the gap reward of each prompt")
-            token_credit = z_score(token_rewards)
-            within_prompt = token_credit - token_credit.mean(1, keepdim=True)
-            return z_score(gap_rewards)[:, None] + within_prompt
+            return gap_spread_weights(token_rewards, gap_rewards)
         if cfg.guidance_credit == "sequence":
             scores = self._aggregate(token_rewards)
             scores = scores - scores.mean()
