@@ -7,6 +7,13 @@ reward spread over tokens by the learned one, on the CPU (#14)
     python -m bench.prompt_surrogate run --device cpu --threads 2 --task-models prefix_lm \\
         --seeds 13 21 42 --variants pgg_spread seqpg pgg --out bench/results/prompt_spread
     python -m bench.prompt_credit bench/results/prompt_spread --section prompt_spread
+    python -m bench.prompt_surrogate run --device cpu --threads 2 --task-models prototype \\
+        --seeds 13 21 42 87 100 --variants pgg_spread seqpg pgg pgg_rtg pgg_raw \\
+        --out bench/results/prompt_credit_prototype
+    python -m bench.prompt_credit bench/results/prompt_credit_prototype --section prompt_credit_prototype
+    python -m bench.prompt_surrogate run --device cpu --threads 2 --dataset agnews --task-models prototype \\
+        --seeds 13 21 42 87 100 --variants pgg seqpg random --out bench/results/prompt_agnews
+    python -m bench.prompt_credit bench/results/prompt_agnews --section prompt_agnews
 
 On the prefix-LM task model pgg lost to seqpg on every seed (BENCHMARKS prompt_surrogate), yet at the
 untrained policy its learned reward orders prompts by held-out accuracy no worse than the gap reward
@@ -18,6 +25,10 @@ batch. ``pgg_spread`` (``guidance_credit: gap_spread``) keeps seqpg's reward, th
 of each prompt, and lets the learned reward only move it between the prompt's words (bench.prompt_token_credit
 measured that its within-prompt credit points at the words that matter). Same searches as
 bench.prompt_surrogate (its ``search``), same task-model queries.
+
+The same report serves any folder of bench.prompt_surrogate runs of one task model and dataset: the loss
+ablations (``pgg_rtg``: ``reward_to_go``, ``pgg_raw``: ``normalize_rewards: false``) on the default task model,
+and today's defaults on AG News.
 
 Writes the ``prompt_credit`` section of BENCHMARKS.md (or ``--section``) from the run's JSON lines.
 """
@@ -32,14 +43,19 @@ from pathlib import Path
 from bench.prompt_surrogate import LABELS
 from bench.report import markdown_table, mean_sd, write_section
 
-ORDER = ("pgg", "pgg_seq", "pgg_spread", "seqpg")
+ORDER = ("pgg", "pgg_seq", "pgg_spread", "pgg_rtg", "pgg_raw", "seqpg", "random")
 CREDIT_PARAMS = {
     "pgg_seq": "pgg, sequence credit: `policy.prompt.guidance_credit: sequence`.",
     "pgg_spread": "pgg, gap reward spread by r_t: `policy.prompt.guidance_credit: gap_spread`.",
+    "pgg_rtg": "pgg, reward-to-go: `policy.prompt.reward_to_go: true`.",
+    "pgg_raw": "pgg, raw r_t (no z-score): `policy.prompt.normalize_rewards: false`.",
 }
 TITLES = {
     "prompt_credit": "Prompt search: token-level vs sequence-level credit of the learned reward (issue #14)",
     "prompt_spread": "Prompt search: the gap reward spread over a prompt's words by the learned reward (issue #14)",
+    "prompt_credit_prototype": "Prompt search on the default prototype task model: token credit variants "
+    "and the loss ablations, 5 seeds (issue #14)",
+    "prompt_agnews": "Prompt search on AG News with today's defaults, 5 seeds (issue #14)",
 }
 
 
@@ -56,6 +72,7 @@ def main() -> None:
         for line in path.read_text().splitlines():
             row = json.loads(line)
             rows[row["task_model"], row["seed"], row["variant"]] = row
+            dataset = {"sst-2": "SST-2", "agnews": "AG News"}.get(row["dataset"], row["dataset"])
     task_model = next(iter(rows))[0]
     seeds = sorted({seed for _, seed, _ in rows})
     variants = [v for v in ORDER if all((task_model, s, v) in rows for s in seeds)]
@@ -80,7 +97,8 @@ def main() -> None:
     seconds = {v: statistics.mean(of(v, "seconds")) for v in variants}
     credits = " ".join(CREDIT_PARAMS[v] for v in variants if v in CREDIT_PARAMS)
     heads = ["method, selection", "test acc % (mean ± sd)", *(f"seed {s}" for s in seeds)]
-    body = f"""SST-2, data seeds {", ".join(map(str, seeds))}, task model {task_model} (reward temperature 0.01), the quick
+    temperature = " (reward temperature 0.01)" if task_model == "prefix_lm" else ""
+    body = f"""{dataset}, data seeds {", ".join(map(str, seeds))}, task model {task_model}{temperature}, the quick
 default's search (`params.yaml`: 2,640 task-model queries, entropy 0.25), run on this CPU through
 bench.prompt_surrogate's `search` (flows.prompt's loop, checked prompt for prompt against the flow). {credits}
 Policy pick and best scored as in prompt_surrogate; test accuracy (%) reported once.

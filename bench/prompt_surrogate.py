@@ -64,6 +64,8 @@ VARIANTS = {  # name -> (method, params change)
     "pgg_M16": ("pgg", {"policy.prompt.guidance_updates": 16}),
     "pgg_seq": ("pgg", {"policy.prompt.guidance_credit": "sequence"}),  # bench.prompt_credit
     "pgg_spread": ("pgg", {"policy.prompt.guidance_credit": "gap_spread"}),  # bench.prompt_credit
+    "pgg_rtg": ("pgg", {"policy.prompt.reward_to_go": True}),  # bench.prompt_credit, ablation
+    "pgg_raw": ("pgg", {"policy.prompt.normalize_rewards": False}),  # bench.prompt_credit, ablation
     "random": ("random", {}),
 }
 SPLITS = ("train", "dev", "test")
@@ -399,7 +401,8 @@ def oracle(args) -> None:
 
 LABELS = {"random": "random search", "seqpg": "seqpg", "pgg": "pgg (M = 0, default)",
           "pgg_M4": "pgg, M = 4", "pgg_M16": "pgg, M = 16", "pgg_seq": "pgg, sequence credit",
-          "pgg_spread": "pgg, gap reward spread by r_t"}  # fmt: skip
+          "pgg_spread": "pgg, gap reward spread by r_t", "pgg_rtg": "pgg, reward-to-go",
+          "pgg_raw": "pgg, raw r_t (no z-score)"}  # fmt: skip
 
 
 def _runs(rows: dict, seeds: list[int], task_model: str, variant: str) -> list[dict]:
