@@ -40,7 +40,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench.prompt_surrogate import LABELS
+from bench.prompt_surrogate import LABELS, TASK_MODEL_SETTINGS
 from bench.report import markdown_table, mean_sd, write_section
 
 ORDER = ("pgg", "pgg_seq", "pgg_spread", "pgg_rtg", "pgg_raw", "seqpg", "random")
@@ -72,8 +72,9 @@ def main() -> None:
         for line in path.read_text().splitlines():
             row = json.loads(line)
             rows[row["task_model"], row["seed"], row["variant"]] = row
-            dataset = {"sst-2": "SST-2", "agnews": "AG News"}.get(row["dataset"], row["dataset"])
     task_model = next(iter(rows))[0]
+    dataset = next(iter(rows.values()))["dataset"]
+    dataset = {"sst-2": "SST-2", "agnews": "AG News"}.get(dataset, dataset)
     seeds = sorted({seed for _, seed, _ in rows})
     variants = [v for v in ORDER if all((task_model, s, v) in rows for s in seeds)]
 
@@ -97,7 +98,8 @@ def main() -> None:
     seconds = {v: statistics.mean(of(v, "seconds")) for v in variants}
     credits = " ".join(CREDIT_PARAMS[v] for v in variants if v in CREDIT_PARAMS)
     heads = ["method, selection", "test acc % (mean ± sd)", *(f"seed {s}" for s in seeds)]
-    temperature = " (reward temperature 0.01)" if task_model == "prefix_lm" else ""
+    temperature = TASK_MODEL_SETTINGS[task_model].get("reward.prompt.task_temperature")
+    temperature = f" (reward temperature {temperature})" if temperature else ""
     body = f"""{dataset}, data seeds {", ".join(map(str, seeds))}, task model {task_model}{temperature}, the quick
 default's search (`params.yaml`: 2,640 task-model queries, entropy 0.25), run on this CPU through
 bench.prompt_surrogate's `search` (flows.prompt's loop, checked prompt for prompt against the flow). {credits}
