@@ -302,13 +302,14 @@ def pgg_wmle(case: dict) -> dict:
     return {"loss": value, "grad": grad}
 
 
-def pgg_sum_reinforce(case: dict, rows: slice = slice(None)) -> dict:
-    """token_reinforce_loss and entropy_bonus (rewards as given: the baseline is the trainer's)."""
+def pgg_sum_reinforce(case: dict, rows: slice = slice(None), token_mean: bool = False) -> dict:
+    """token_reinforce_loss and entropy_bonus on raw rewards (reinforce_baseline: false); ``token_mean``
+    is reinforce_mean: token."""
     mask, sequences = case["mask"][rows], case["sequences"][rows]
 
     def reinforce(logits):
         logp, _ = token_logp_and_entropy(logits, sequences, mask)
-        return token_reinforce_loss(logp, mask, case["rewards"][rows])
+        return token_reinforce_loss(logp, mask, case["rewards"][rows], token_mean=token_mean)
 
     def bonus(logits):
         return entropy_bonus(token_logp_and_entropy(logits, sequences, mask)[1], mask)
@@ -637,10 +638,12 @@ def comparison_rows(fixtures: Path) -> list[list]:
         rows.append(["get_weighted_mle_loss / weighted_mle_loss", case["name"],
                      _fmt(abs(float(pgg["loss"]) - float(theirs["loss"]))), _fmt(_max_diff(pgg["grad"], theirs["grad"])), ""])  # fmt: skip
     for case in load("sum_reinforce"):
-        pgg, theirs = pgg_sum_reinforce(case), case["authors"]
-        rows.append(["summarization REINFORCE / token_reinforce_loss", case["name"],
-                     _fmt(abs(float(pgg["loss"]) - float(theirs["loss"]))), _fmt(_max_diff(pgg["grad"], theirs["grad"])),
-                     "token mean (theirs) vs sequence mean (pgg)" if case["name"] != "equal" else ""])  # fmt: skip
+        theirs = case["authors"]
+        for token_mean in (True, False):
+            pgg = pgg_sum_reinforce(case, token_mean=token_mean)
+            rows.append([f"summarization REINFORCE / token_reinforce_loss, reinforce_mean {'token' if token_mean else 'sequence'}",
+                         case["name"], _fmt(abs(float(pgg["loss"]) - float(theirs["loss"]))), _fmt(_max_diff(pgg["grad"], theirs["grad"])),
+                         "" if token_mean or case["name"] == "equal" else "sequence mean (pgg default) vs token mean (theirs)"])  # fmt: skip
         rows.append(["summarization -entropy / entropy_bonus", case["name"],
                      _fmt(abs(float(pgg["entropy"]) + float(theirs["neg_entropy"]))),
                      _fmt(_max_diff(-pgg["entropy_grad"], theirs["neg_entropy_grad"])),

@@ -150,13 +150,20 @@ def _length_weighted(case: dict, key: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("case", cases("sum_reinforce"), ids=lambda c: c["name"])
-def test_summarization_reinforce_is_their_token_mean(case):
+def test_summarization_reinforce_with_token_mean_is_theirs(case):
+    pgg, theirs = pgg_sum_reinforce(case, token_mean=True), case["authors"]
+    close(pgg["loss"], theirs["loss"])
+    close(pgg["grad"], theirs["grad"])
+
+
+@pytest.mark.parametrize("case", cases("sum_reinforce"), ids=lambda c: c["name"])
+def test_summarization_reinforce_sequence_mean_weights_samples_equally(case):
+    """pgg's default mean: each sample counts once; theirs is the same per-sample terms weighted by length."""
     pgg, theirs = pgg_sum_reinforce(case), case["authors"]
     close(_length_weighted(case, "loss"), theirs["loss"])
     close(_length_weighted(case, "grad"), theirs["grad"])
     if case["name"] == "equal":  # equal lengths: sequence mean = token mean
         close(pgg["loss"], theirs["loss"])
-        close(pgg["grad"], theirs["grad"])
     else:
         assert abs(float(pgg["loss"] - theirs["loss"])) > 1e-3
 
@@ -221,6 +228,12 @@ def test_default_params_use_their_temperature():
 def test_summarization_update_under_the_overlay_is_theirs(authors_config):
     policy, guidance = authors_config.policy.summarization, authors_config.guidance.summarization
     assert policy.reinforce_coef == policy.entropy_coef == 0  # off in their default run too
+    # were it on (their --reinforce_coeff): raw r_t, token mean
+    assert not policy.reinforce_baseline
+    sampled = named("sum_reinforce", "variable")[0]
+    pg = pgg_sum_reinforce(sampled, token_mean=policy.reinforce_mean == "token")
+    close(pg["loss"], sampled["authors"]["loss"])
+    close(pg["grad"], sampled["authors"]["grad"])
     case = named("wmle", "variable")[0]
     pgg = pgg_wmle({**case, "weighting": policy.wmle_weighting})
     close(pgg["loss"], case["authors"]["loss"])
