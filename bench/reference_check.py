@@ -643,7 +643,7 @@ def comparison_rows(fixtures: Path) -> list[list]:
             pgg = pgg_sum_reinforce(case, token_mean=token_mean)
             rows.append([f"summarization REINFORCE / token_reinforce_loss, reinforce_mean {'token' if token_mean else 'sequence'}",
                          case["name"], _fmt(abs(float(pgg["loss"]) - float(theirs["loss"]))), _fmt(_max_diff(pgg["grad"], theirs["grad"])),
-                         "" if token_mean or case["name"] == "equal" else "sequence mean (pgg default) vs token mean (theirs)"])  # fmt: skip
+                         "" if token_mean or case["name"] == "equal" else "reinforce_mean sequence: each sample counts once"])  # fmt: skip
         rows.append(["summarization -entropy / entropy_bonus", case["name"],
                      _fmt(abs(float(pgg["entropy"]) + float(theirs["neg_entropy"]))),
                      _fmt(_max_diff(-pgg["entropy_grad"], theirs["neg_entropy_grad"])),

@@ -158,7 +158,7 @@ def test_summarization_reinforce_with_token_mean_is_theirs(case):
 
 @pytest.mark.parametrize("case", cases("sum_reinforce"), ids=lambda c: c["name"])
 def test_summarization_reinforce_sequence_mean_weights_samples_equally(case):
-    """pgg's default mean: each sample counts once; theirs is the same per-sample terms weighted by length."""
+    """reinforce_mean: sequence, each sample counts once; theirs is the same per-sample terms weighted by length."""
     pgg, theirs = pgg_sum_reinforce(case), case["authors"]
     close(_length_weighted(case, "loss"), theirs["loss"])
     close(_length_weighted(case, "grad"), theirs["grad"])
