@@ -9,12 +9,13 @@ gradients with respect to the rewards and the policy logits) to ``tests/fixtures
 and prints a table of the largest difference from pgg. ``tests/test_reference_equivalence.py`` checks
 pgg against those files (no checkout needed); docs/reference.md lists every difference and its param.
 
-Their modules import packages pgg does not install (evaluate, nltk, datasets, wandb, click, hydra); while
+Their modules import packages pgg need not install (evaluate, nltk, datasets, wandb, click, hydra); while
 this script imports them, a missing one is stubbed by an empty module (no function of theirs that runs
 here uses it). Their methods run unbound with a stand-in ``self`` that carries the attributes they read.
 Without ``--authors`` the script only prints the table from the stored fixtures.
 
-The pgg side of every pair lives here (``PGG``), so the table and the test compute pgg the same way.
+The pgg side of every pair lives here (the ``pgg_*`` functions), so the table and the test compute pgg
+the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import math
 import sys
@@ -233,8 +235,10 @@ class HiddenStates(torch.nn.Module):
 
 
 def _grad(loss_fn, leaf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, d loss / d leaf) at a copy of ``leaf``; a (loss, logs) result counts as its loss."""
     leaf = leaf.clone().requires_grad_(True)
     loss = loss_fn(leaf)
+    loss = loss[0] if isinstance(loss, tuple) else loss
     (grad,) = torch.autograd.grad(loss, leaf)
     return loss.detach(), grad
 
@@ -350,8 +354,7 @@ def entropy_eps_term(logits: torch.Tensor) -> torch.Tensor:
 
 
 def listmle_eps_term(scores: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
-    """What their log(cumsum + 1e-10) adds to the mean list loss (ties do not change it: cumsums
-    over the ranked tail are the same whatever the order inside a tie... only for distinct scores)."""
+    """What their log(cumsum + 1e-10) adds to the mean list loss, for preferences without ties."""
     order = preference.argsort(dim=1, descending=True, stable=True)
     ranked = scores.gather(1, order)
     tails = (ranked - ranked.max(1, keepdim=True).values).flip(1).exp().cumsum(1).flip(1)
@@ -364,6 +367,9 @@ def listmle_eps_term(scores: torch.Tensor, preference: torch.Tensor) -> torch.Te
 class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports of a missing package in STUBBED (and its submodules) get an empty module whose
     attributes are inert placeholders."""
+
+    def __init__(self, missing: set[str]):
+        self.missing = missing
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] not in self.missing:
@@ -382,8 +388,7 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def import_authors(root: Path) -> dict:
     """Their functions and classes, imported from ``root`` (sum_task/ and prompt_task/)."""
-    finder = _StubFinder()
-    finder.missing = {name for name in STUBBED if importlib.util.find_spec(name) is None}
+    finder = _StubFinder({name for name in STUBBED if importlib.util.find_spec(name) is None})
     sys.meta_path.append(finder)
     import transformers
 
@@ -411,17 +416,9 @@ def import_authors(root: Path) -> dict:
     }
 
 
-def _authors_grad(fn, leaf: torch.Tensor):
-    leaf = leaf.clone().requires_grad_(True)
-    out = fn(leaf)
-    loss = out[0] if isinstance(out, tuple) else out
-    (grad,) = torch.autograd.grad(loss, leaf)
-    return loss.detach(), grad
-
-
 def authors_listmle(a, case):
     torch.manual_seed(case["seed"])  # their shuffle draws from the global generator
-    loss, grad = _authors_grad(lambda s: a["listMLELoss"](s, case["preference"]), case["scores"])
+    loss, grad = _grad(lambda s: a["listMLELoss"](s, case["preference"]), case["scores"])
     return {"loss": loss, "grad": grad}
 
 
@@ -453,7 +450,7 @@ def authors_guidance(a, case):
         torch.manual_seed(case["seed"])
         return a["listMLELoss"](aggregate_fn(rewards, case["mask"]), case["preference"])
 
-    value, grad = _authors_grad(loss, case["rewards"])
+    value, grad = _grad(loss, case["rewards"])
     return {"loss": value, "grad": grad}
 
 
@@ -463,7 +460,7 @@ def authors_reward_head(a, case):
     model.mlp.load_state_dict({name: value.to(DTYPE) for name, value in case["head"].items()})
     model.mlp.to(DTYPE)
     probe = _probe(case["mask"].shape)
-    _, grad = _authors_grad(lambda h: (model(input_ids=h) * case["mask"] * probe).sum(), case["hidden"])
+    _, grad = _grad(lambda h: (model(input_ids=h) * case["mask"] * probe).sum(), case["hidden"])
     return {"rewards": model(input_ids=case["hidden"]).detach(), "grad": grad}
 
 
@@ -494,7 +491,7 @@ def authors_wmle(a, case):
         return a["RewardPolicyTrainer"].get_weighted_mle_loss(me, batch)[0]
 
     try:
-        value, grad = _authors_grad(loss, case["logits"])
+        value, grad = _grad(loss, case["logits"])
     except AssertionError:  # their `assert final_loss.isfinite()`
         return {"error": "AssertionError: final_loss is not finite (0/0 weights of an empty target)"}
     return {"loss": value, "grad": grad}
@@ -513,10 +510,8 @@ def authors_sum_reinforce(a, case):
         me = _sum_trainer_self(a, case["rewards"], samples=case["samples"])
         return trainer.get_reinforce_loss(me, batch, gen(logits))[0]
 
-    loss, grad = _authors_grad(reinforce, case["logits"])
-    neg_entropy, entropy_grad = _authors_grad(
-        lambda x: trainer.get_neg_entropy(None, batch, gen(x)), case["logits"]
-    )
+    loss, grad = _grad(reinforce, case["logits"])
+    neg_entropy, entropy_grad = _grad(lambda x: trainer.get_neg_entropy(None, batch, gen(x)), case["logits"])
     return {"loss": loss, "grad": grad, "neg_entropy": neg_entropy, "neg_entropy_grad": entropy_grad}
 
 
@@ -533,7 +528,7 @@ def authors_prompt_reinforce(a, case):
         )
         return a["ReinforceModule"].forward(me, {})[0]
 
-    value, grad = _authors_grad(loss, case["logits"])
+    value, grad = _grad(loss, case["logits"])
     return {"loss": value, "grad": grad}
 
 
