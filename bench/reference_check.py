@@ -568,15 +568,15 @@ BUILDERS = {
 
 def write_fixtures(authors_root: Path, out: Path) -> dict:
     a = import_authors(authors_root)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    fixtures = {}
     for pair, (build, run_authors) in BUILDERS.items():
-        cases = build()
-        for case in cases:
+        fixtures[pair] = build()
+        for case in fixtures[pair]:
             case["authors"] = run_authors(a, case)
+    out.mkdir(parents=True, exist_ok=True)  # only once every pair ran: never a mix of two checkouts
+    for pair, cases in fixtures.items():
         torch.save(cases, out / f"{pair}.pt")
-        counts[pair] = len(cases)
-    return {"stubbed_imports": a["stubbed"], "cases": counts}
+    return {"stubbed_imports": a["stubbed"], "cases": {pair: len(cases) for pair, cases in fixtures.items()}}
 
 
 # ----- the table ------------------------------------------------------------------------------------
