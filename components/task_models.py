@@ -2,7 +2,8 @@
 
 Both models share one interface, ``class_probs(prompts, inputs) -> Tensor[P, N, C]``, where
 ``inputs`` is a list of texts or what ``encode_inputs(texts)`` returned for them (encode a split
-once, then score many prompts against it).
+once, then score many prompts against it). A blank input ("") is an input like any other: the model
+sees only the prompt and the verbalizers (published few-shot splits hold such rows).
 
 - ``PrototypeTaskModel`` (embedded default, runs offline): a sentence encoder scores class c by
   cosine(emb(input), emb(prompt + " " + verbalizer_c)). Input embeddings do not depend on the
@@ -361,8 +362,10 @@ class MaskedLMTaskModel:
 
     def encode_inputs(self, texts: list[str]) -> EncodedInputs:
         lead = " " if self._input_after_text else ""
-        ids = [
+        ids = [  # a blank input is no tokens (a lone space is a token of its own to a BPE tokenizer)
             self.tokenizer(lead + t.strip(), add_special_tokens=False)["input_ids"][: self.max_input_tokens]
+            if t.strip()
+            else []
             for t in texts
         ]
         return EncodedInputs(ids, len(ids))
