@@ -14,6 +14,7 @@ flow run logs every stage's outcome and the command that shows that stage's logs
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,21 @@ import flows  # noqa: F401  (sets PREFECT_HOME and offline defaults before prefe
 from flows.config import PROJECT_ROOT, Config, ParamsError, load_params
 
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"  # git-ignored; one folder per deployment run
+
+
+class ExplainedFailure(Exception):
+    """A failure the run has already explained in one line (a bad override, a failed stage)."""
+
+
+class _NoTracebackForExplained(logging.Filter):
+    """Prefect logs the traceback of whatever ends a top-level flow run; for an explained failure that
+    is the traceback of its own result lookup, noise under the one line that says what went wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ExplainedFailure))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForExplained())
 
 
 def experiment_dir(flow_run_id: str | None) -> Path:
@@ -85,13 +101,21 @@ def _report_stages(parent_id: str | None) -> str | None:
     for name, run in _stages(parent_id):
         state = run.state
         outcome = state.name if state.is_completed() else f"{state.name}: {state.message}"
-        line = f"stage {name}: {outcome} (logs: prefect flow-run logs {run.id})"
+        method = run.parameters.get("method")  # a stage run per method: say which
+        line = (
+            f"stage {name}{f'[{method}]' if method else ''}: {outcome} (logs: prefect flow-run logs {run.id})"
+        )
         if state.is_completed():
             logger.info(line)
         else:
             logger.error(line)
             failure = line  # the last to start is the innermost: the stage that raised
     return failure
+
+
+def _failed(message: str):
+    get_run_logger().error(message)
+    return Failed(message=message, data=ExplainedFailure(message))
 
 
 def _experiment(params_path: str, overrides: dict[str, Any] | None, pipeline: Callable[[Config], dict]):
@@ -106,17 +130,14 @@ def _experiment(params_path: str, overrides: dict[str, Any] | None, pipeline: Ca
     try:
         config = _config(params_path, overrides, folder)
     except ParamsError as err:
-        logger.error(str(err))
-        return Failed(message=str(err))
+        return _failed(str(err))
     logger.info(f"experiment folder {folder} (data/, runs/, metrics/); overrides {overrides_tag(overrides)}")
     tags = {"overrides": overrides_tag(overrides), "experiment_dir": str(folder)}
     with run_tags({**tags, "prefect_flow_run_id": str(run_id)}):
         try:
             result = pipeline(config)
         except Exception as err:  # noqa: BLE001  (the stage's own run logged the traceback)
-            message = _report_stages(run_id) or f"{type(err).__name__}: {err}"
-            logger.error(f"run failed: {message}")
-            return Failed(message=message)
+            return _failed(_report_stages(run_id) or f"{type(err).__name__}: {err}")
     _report_stages(run_id)
     return result
 

@@ -77,6 +77,17 @@ def _trigger(env: dict[str, str], params: Path, overrides: dict) -> str:
     return re.search(r"UUID: ([0-9a-f-]{36})", printed).group(1)
 
 
+def _logs(env: dict[str, str], flow_run_id: str, pattern: str, timeout: float = 30) -> str:
+    """`prefect flow-run logs`, once ``pattern`` shows (a finished run's last lines may still be in
+    flight: its process sends logs in batches)."""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, logs := _cli(["flow-run", "logs", flow_run_id], env)):
+        if time.monotonic() > deadline:
+            return logs
+        time.sleep(2)
+    return logs
+
+
 def _final_state(api: str, flow_run_id: str, timeout: float) -> dict:
     deadline, state = time.monotonic() + timeout, {"type": None}
     while time.monotonic() < deadline and state["type"] not in FINAL_STATES:
@@ -142,7 +153,7 @@ def test_scheduled_deployment_runs_on_a_process_worker(tmp_path, data_root):
                 state = _final_state(api, bad, 120)
                 assert state["type"] == "FAILED", state
                 assert state["message"].startswith("bad override loop.summarization.policy_steps:")
-                bad_logs = _cli(["flow-run", "logs", bad], env)
+                bad_logs = _logs(env, bad, re.escape(state["message"]))
                 assert state["message"] in bad_logs and "Traceback" not in bad_logs
                 assert not folders[-1].exists()
 
@@ -151,11 +162,12 @@ def test_scheduled_deployment_runs_on_a_process_worker(tmp_path, data_root):
                 good = _trigger(env, params, overrides)
                 folders.append(deploy.experiment_dir(good))
                 state = _final_state(api, good, 420)
+                # the parent shows every stage and how to read its logs (read while the worker lives:
+                # the run's process may still be sending its last lines)
+                stage = r"stage summarization-align\[pgg\]: Completed \(logs: prefect flow-run logs [0-9a-f-]{36}\)"
+                logs = _logs(env, good, stage)
             assert state["type"] == "COMPLETED", f"flow run ended {state}:\n{tail(worker_log, 60)}"
-            logs = _cli(["flow-run", "logs", good], env)  # the parent shows every stage and its logs
-            assert re.search(
-                r"stage summarization-align: Completed \(logs: prefect flow-run logs [0-9a-f-]{36}\)", logs
-            )
+            assert re.search(stage, logs), logs
 
             artifacts = http_json(
                 f"{api}/artifacts/filter", {"artifacts": {"key": {"any_": ["summarization-results"]}}}

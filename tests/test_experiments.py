@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import mlflow
 import pytest
+from prefect import flow
 
 from flows import deploy
 from flows.config import ParamsError
@@ -93,3 +95,22 @@ def test_a_run_writes_only_inside_its_own_folder(tmp_path):
     ]
     assert all(path.is_relative_to(deploy.EXPERIMENTS_DIR / "0b5c") for path in written)
     assert config.eval.summarization.max_examples == 4
+
+
+@flow(name="broken-stage")
+def _broken_stage(method: str) -> None:
+    raise ValueError("the stage's own error")
+
+
+@flow(name="pgg-test-deployment")
+def _deployment(params_path: str):
+    return deploy._experiment(params_path, {}, lambda config: _broken_stage("pgg"))
+
+
+def test_a_failed_stage_is_named_in_the_parents_failed_state(prefect_server, tmp_path):
+    state = _deployment(str(write_params(tmp_path)), return_state=True)
+    assert state.is_failed()
+    assert re.fullmatch(  # the stage, its method, its error and where its traceback is: one line
+        r"stage broken-stage\[pgg\]: Failed: .*the stage's own error.* \(logs: prefect flow-run logs [0-9a-f-]{36}\)",
+        state.message,
+    ), state.message
