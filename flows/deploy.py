@@ -132,8 +132,12 @@ def _experiment(params_path: str, overrides: dict[str, Any] | None, pipeline: Ca
     except ParamsError as err:
         return _failed(str(err))
     logger.info(f"experiment folder {folder} (data/, runs/, metrics/); overrides {overrides_tag(overrides)}")
-    tags = {"overrides": overrides_tag(overrides), "experiment_dir": str(folder)}
-    with run_tags({**tags, "prefect_flow_run_id": str(run_id)}):
+    tags = {
+        "overrides": overrides_tag(overrides),
+        "experiment_dir": str(folder),
+        "prefect_flow_run_id": run_id,
+    }
+    with run_tags(tags):
         try:
             result = pipeline(config)
         except Exception as err:  # noqa: BLE001  (the stage's own run logged the traceback)
