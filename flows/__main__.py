@@ -153,9 +153,10 @@ def run_command(argv: list[str], prog: str = "pgg") -> list[str]:
     load_or_exit(args.params, overrides)
     if Path(args.params).resolve() == DEFAULT_PARAMS.resolve():
         changed = overrides
-    else:  # the overlay's keys become -S overrides: dvc exp run writes them into params.yaml
-        overlay = yaml.safe_load(Path(args.params).read_text()) or {}
-        changed = {**dict(_dotted(overlay)), **overrides}
+    else:  # the overlay's keys that change a value become -S overrides: dvc exp run writes them into params.yaml
+        current = dict(_dotted(yaml.safe_load(DEFAULT_PARAMS.read_text())))
+        overlay = dict(_dotted(yaml.safe_load(Path(args.params).read_text()) or {}))
+        changed = {**{k: v for k, v in overlay.items() if current.get(k) != v}, **overrides}
     if not changed:
         return ["dvc", "repro", *rest]
     sets = [arg for key, value in changed.items() for arg in ("-S", f"{key}={dvc_value(value)}")]
@@ -192,11 +193,9 @@ def check_stage_inputs(stage: str, config) -> None:
         check_preferences(config)
 
 
-def bypass_note(stage: str, method: str | None) -> str:
+def bypass_note(stage: str, method: str | None, prog: str = "pgg") -> str:
     through = DVC_STAGES[stage].format(method=method)
-    return (
-        f"note: pgg {stage} bypasses DVC (dvc.lock is not updated); `pgg run {through}` runs it through DVC"
-    )
+    return f"note: {prog} {stage} bypasses DVC (dvc.lock is not updated); `pgg run {through}` runs it through DVC"
 
 
 def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     if "DVC_STAGE" not in os.environ:  # dvc repro sets it for every stage command: there it is no bypass
-        print(bypass_note(args.stage, method), file=sys.stderr, flush=True)
+        print(bypass_note(args.stage, method, prog), file=sys.stderr, flush=True)
     from flows.checkpoints import CheckpointError
 
     try:

@@ -168,6 +168,9 @@ def test_run_with_overrides_goes_through_dvc_exp_run(tmp_path):
         "loop:\n  prompt: {policy_steps: 80}\nmodels:\n  summarization: {source_prefix: 'summarize: '}\n"
     )
     assert run_command(["align_pgg"]) == ["dvc", "repro", "align_pgg"]
+    copy = tmp_path / "copy.yaml"  # a whole copy changes nothing: plain dvc repro
+    copy.write_text((PROJECT_ROOT / "params.yaml").read_text())
+    assert run_command(["--params", str(copy), "-f"]) == ["dvc", "repro", "-f"]
     assert run_command(["-S", "guidance.prompt.trainable_layers=null", "-f", "prompt_pgg"]) == [
         "dvc", "exp", "run", "-S", "guidance.prompt.trainable_layers=null", "-f", "prompt_pgg",
     ]  # fmt: skip
