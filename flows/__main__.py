@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 import flows  # noqa: F401  (sets PREFECT_HOME and offline defaults before prefect loads)
-from flows.config import DEFAULT_PARAMS, ParamsError, check_data_root, load_or_exit
+from flows.config import DEFAULT_PARAMS, ParamsError, _flatten, check_data_root, load_or_exit
 
 STAGES = {
     "prepare": "write the prepared splits under data/",
@@ -119,12 +119,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _exit_on_bad_params(load):
+def load_args_or_exit(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(config, overrides) of ``--params`` and ``-S``; a bad one prints its one line and exits 2."""
     try:
-        return load()
+        overrides = parse_overrides(args.overrides)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    return load_or_exit(args.params, overrides), overrides
 
 
 def dvc_value(value: Any) -> str:
@@ -138,24 +140,15 @@ def dvc_value(value: Any) -> str:
     return json.dumps(value)  # numbers, true/false, null
 
 
-def _dotted(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key != "manual_prompts":
-            yield from _dotted(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def run_command(argv: list[str], prog: str = "pgg") -> list[str]:
     """The dvc command of ``pgg run ARGV``; -S and --params are validated first (exit 2 on a bad one)."""
     args, rest = build_run_parser(prog).parse_known_args(argv)
-    overrides = _exit_on_bad_params(lambda: parse_overrides(args.overrides))
-    load_or_exit(args.params, overrides)
+    _, overrides = load_args_or_exit(args)
     if Path(args.params).resolve() == DEFAULT_PARAMS.resolve():
         changed = overrides
     else:  # the overlay's keys that change a value become -S overrides: dvc exp run writes them into params.yaml
-        current = dict(_dotted(yaml.safe_load(DEFAULT_PARAMS.read_text())))
-        overlay = dict(_dotted(yaml.safe_load(Path(args.params).read_text()) or {}))
+        current = dict(_flatten(yaml.safe_load(DEFAULT_PARAMS.read_text())))
+        overlay = dict(_flatten(yaml.safe_load(Path(args.params).read_text()) or {}))
         changed = {**{k: v for k, v in overlay.items() if current.get(k) != v}, **overrides}
     if not changed:
         return ["dvc", "repro", *rest]
@@ -210,8 +203,7 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
         return run_with_server(command)
     args = build_parser(prog).parse_args(argv)
     method = getattr(args, "method", None)
-    overrides = _exit_on_bad_params(lambda: parse_overrides(args.overrides))
-    config = load_or_exit(args.params, overrides)  # validates before anything heavy is imported
+    config, _ = load_args_or_exit(args)  # validates before anything heavy is imported
     from components.data import DataError
     from components.preferences import PreferenceError
 
