@@ -639,7 +639,7 @@ def check_data_root(config: Config) -> None:
 
 
 def _from_project_root(value: Path) -> Path:
-    return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+    return (PROJECT_ROOT / value).resolve()  # an absolute value stays itself
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
