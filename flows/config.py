@@ -329,6 +329,8 @@ class SummarizationPolicy(Section):
     # code's exp_in_wmle: weights within a factor 3.7, so no reference token stops being learned)
     wmle_weighting: Literal["reward", "exp_reward"]
     reinforce_coef: NonNegativeFloat  # the paper's optional REINFORCE term with r as weights
+    reinforce_mean: Literal["sequence", "token"]  # pgg's REINFORCE term: each sample | each token counts once
+    reinforce_baseline: bool  # pgg's REINFORCE term: subtract the batch's token-mean reward
     entropy_coef: NonNegativeFloat
     seqpg_coef: PositiveFloat  # weight of the RLOO term of the sequence-level baseline
     # articles of each batch whose K samples enter the sampled terms (seqpg's RLOO, pgg's REINFORCE);
