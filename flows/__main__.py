@@ -204,6 +204,14 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
     args = build_parser(prog).parse_args(argv)
     method = getattr(args, "method", None)
     config, _ = load_args_or_exit(args)  # validates before anything heavy is imported
+    from flows.tracking import TrackingUnavailable, check_reachable, tracking_uri
+
+    if args.stage not in UNTRACKED_STAGES:  # one line, before torch loads, Prefect starts or anything trains
+        try:
+            check_reachable(tracking_uri(config))
+        except TrackingUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     from components.data import DataError
     from components.preferences import PreferenceError
 
@@ -213,14 +221,6 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from flows.tracking import TrackingUnavailable, check_reachable, tracking_uri
-
-    if args.stage not in UNTRACKED_STAGES:  # one line, before torch loads, Prefect starts or anything trains
-        try:
-            check_reachable(tracking_uri(config))
-        except TrackingUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
     if "DVC_STAGE" not in os.environ:  # dvc repro sets it for every stage command: there it is no bypass
         print(bypass_note(args.stage, method, prog), file=sys.stderr, flush=True)
     from flows.checkpoints import CheckpointError
