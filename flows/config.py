@@ -84,6 +84,9 @@ class PromptData(Section):
     label_column: str  # your dataset: a verbalizer word or its index 0..C-1
     verbalizers: tuple[str, ...] | None  # one one-token word per class, in label order; None: the preset's
     template: str | None  # the mlm task model's cloze ({input} {prompt} {mask}); None: the preset's
+    # a row whose text is empty or whitespace (presets and yours): keep it as an empty input (published
+    # splits hold such rows; their test set stays as published) | drop the row | error: stop the read
+    blank_text: Literal["keep", "drop", "error"]
 
     @property
     def is_preset(self) -> bool:
