@@ -69,7 +69,7 @@ def _config(params_path: str, overrides: dict[str, Any] | None, folder: Path | N
     try:
         return load_params(path, {**(overrides or {}), **(_folder_overrides(folder) if folder else {})})
     except ParamsError as err:
-        problem = str(err).removeprefix(f"{path}: ").removeprefix("override ")
+        problem = str(err).removeprefix(f"{path}: ").removeprefix("-S ")  # config names a CLI -S source
         raise ParamsError(
             f"bad override {problem}; fix the run's overrides parameter ({path.name} itself is valid)"
         ) from None
