@@ -76,4 +76,5 @@ def test_seqpg_align_repeats_exactly_under_other_threads_hash_seed_and_load(seqp
     first, second = (_align_seqpg(seqpg_params, env, busy, prefect_server) for env, busy in CONDITIONS)
     assert "seqpg/iter-2/state.json" in first and "warmstart/model.safetensors" in first
     assert first["seqpg/iter-2/state.json"]["policy/loss"] > 0
-    assert second == first
+    differing = sorted(key for key in first.keys() | second.keys() if first.get(key) != second.get(key))
+    assert not differing, f"another result under other conditions: {differing}"
