@@ -501,7 +501,7 @@ class RuntimeConfig(Section):
     seed: NonNegativeInt
     device: Literal["auto", "cpu", "cuda"]
     bf16: bool
-    threads: PositiveInt | None  # torch intra-op threads; None keeps torch's choice
+    threads: PositiveInt | None  # torch intra-op threads (results depend on it); None keeps torch's choice
     runs_dir: Path
     processes: PositiveInt  # >1: each training step runs data-parallel in this many processes (GPUs)
     task_runner: Literal["thread", "dask"]
