@@ -207,8 +207,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         loads = [r["load"] for r in seeds if "load" in r] or [float("nan")]
         if args.threads:  # the section's "Measured ... torch threads" names the runs', not this process's
-            import torch
-
             torch.set_num_threads(args.threads)
 
     methods = [m for m in METHODS if all(m in r["test"] for r in seeds)]
