@@ -10,7 +10,8 @@ evaluations (prompts scored on the training set):
   none    no prompt;  manual  eval.prompt.manual_prompts[dataset]   (no search)
 
 Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
-  embeddings/{split}.pt         task-model encoding of each split, computed once, shared by all methods
+  embeddings/{split}.pt         task-model encoding of each split, computed once, shared by all methods;
+                                reused only if its {split}.pt.made_by.json matches (flows/provenance.py)
   {method}/iter-0/              warm-up: warmup_lists lists from the initial policy, no update; for pgg
                                 they are the first guidance fit's data
   {method}/iter-{i}/            policy steps (i-1)*refit_every+1 .. i*refit_every:
@@ -22,7 +23,8 @@ Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
       state.json                log rows, the policy's ranked prompts after the block (policy selection),
                                 input fingerprint; written last, marks the block complete
   {method}/curve.json           log rows for `dvc plots`;  pgg/guidance.json: one row per refit
-A block whose state.json matches the current inputs is skipped on a rerun (resume after a crash).
+A block whose state.json matches the current inputs and code is skipped on a rerun (resume after a
+crash); a finished search run again is redone.
 Evaluation writes metrics/prompt/{dataset}-{seed}/{method}.json and, for a search, {method}_queries.json:
 both selections after every block against the task-model queries spent (the sample-efficiency curve).
 

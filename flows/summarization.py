@@ -6,6 +6,9 @@ together; the math is in components/ (policy_trainer, guidance_trainer, referenc
 Layout under runs/summarization/ (DVC outputs):
   encoder_cache/{split}.pt          frozen-encoder states, shared by sampling, training and guidance
   warmstart/                        MLE warm start every method starts from
+  warmstart/made_by.json, encoder_cache/{split}.pt.made_by.json
+                                    what made them (flows/provenance.py): reused only under the same
+                                    code, params and data, else made again
   {method}/iter-{i}/policy/         policy after iteration i (frozen encoder: the rest of the weights
                                     plus a hash-checked reference to the pretrained encoder)
   {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
@@ -13,10 +16,10 @@ Layout under runs/summarization/ (DVC outputs):
   test_predictions/{method}.jsonl   per-article test predictions and ROUGE (evaluate)
   pgg/reference_states.pt           frozen reward-backbone states of the training references,
                                     computed at the first refit and reused by the later ones
-An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
-so a killed run resumes from its last complete iteration (flows/resume.py). A finished loop keeps the
-weights of its last policy and guidance only (and drops reference_states.pt): the earlier ones were
-only resume points.
+An iteration whose state.json matches the current inputs and code is complete and is skipped on a
+rerun, so a killed run resumes from its last complete iteration (flows/resume.py); a finished loop run
+again is redone. A finished loop keeps the weights of its last policy and guidance only (and drops
+reference_states.pt): the earlier ones were only resume points.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect import task
 
 from components.data import DataError
@@ -18,27 +19,12 @@ from flows import stage_code
 from flows import summarization as s
 from flows.common import CONTENT_CACHE
 from flows.config import load_params
-from flows.prepare import PREPARED_WITH, check_prepared, prepare, summarization_dir
+from flows.prepare import check_prepared, prepare
 from flows.provenance import made_under, record_file
-from tests.conftest import PROJECT_ROOT, write_params
+from tests.conftest import PROJECT_ROOT
 from tests.services import tiny_params
 
-# The MLE loop, tiny and fast: lr high and no warm-up, so a changed loss changes what it learns.
-TINY_DVC = """
-data:
-  root: {root}
-  summarization: {{max_train_examples: 24, max_eval_examples: 6}}
-models:
-  summarization: {{policy: tiny, reward_backbone: tiny, decoder_layers: null, reward_decoder_layers: null}}
-sampling:
-  summarization: {{articles_per_iteration: 10, max_source_tokens: 24, max_target_tokens: 6}}
-policy:
-  summarization: {{warmstart_steps: 2, batch_size: 4, lr: 0.02, warmup_steps: 0}}
-loop:
-  summarization: {{policy_steps: 4, refit_every: 2, refit_until: 2}}
-runtime: {{seed: 0, device: cpu}}
-"""
-MLE_LOSS = "    return -_per_sequence_mean(token_logp, mask).mean()\n"
+MLE_LOSS = "    return -_per_sequence_mean(token_logp, mask).mean()"  # components/policy_losses.py:mle_loss
 
 
 def _repo(tmp_path: Path, data_root: Path) -> Path:
@@ -46,17 +32,27 @@ def _repo(tmp_path: Path, data_root: Path) -> Path:
     for folder in ("components", "flows"):
         shutil.copytree(PROJECT_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT_ROOT / "dvc.yaml", repo)
-    write_params(repo, TINY_DVC.format(root=data_root))
+    params = yaml.safe_load(tiny_params(repo, data_root, methods="mle").read_text())
+    params["data"]["prepared_dir"], params["runtime"]["runs_dir"] = "data", "runs"  # DVC outs: in the repo
+    # a warm start long enough to write words (test ROUGE-L 3.7, not 0) and a fast MLE loop, so a changed
+    # loss changes the metric
+    params["policy"]["summarization"] |= {
+        "warmstart_steps": 30, "warmstart_lr": 0.01, "lr": 0.02, "warmup_steps": 0
+    }  # fmt: skip
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
 
-def _loop_losses(repo: Path) -> list[float]:
-    return [
-        json.loads((repo / f"runs/summarization/mle/iter-{i}/state.json").read_text())["metrics"][
-            "policy/loss"
-        ]
-        for i in (1, 2)
-    ]
+def _loop_results(repo: Path) -> list[dict]:
+    """Each iteration's metrics in state.json (losses, validation ROUGE), wall-clock seconds left out."""
+    states = [json.loads((repo / f"runs/summarization/mle/iter-{i}/state.json").read_text()) for i in (1, 2)]
+    return [{k: v for k, v in st["metrics"].items() if not k.startswith("seconds/")} for st in states]
+
+
+def _assert_same(rows: list[dict], expected: list[dict]) -> None:
+    assert len(rows) == len(expected)
+    for row, old in zip(rows, expected, strict=True):
+        assert row == pytest.approx(old, rel=1e-6)
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -83,33 +79,36 @@ def test_a_code_edit_or_a_forced_repro_recomputes_the_loop(tmp_path, data_root, 
         assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         return done
 
-    def results():
-        state = repo / "runs/summarization/mle/iter-1/state.json"
-        metrics = json.loads((repo / "metrics/summarization/mle.json").read_text())
-        return _loop_losses(repo), metrics, state.stat().st_mtime_ns
+    def trained_at() -> int:
+        return (repo / "runs/summarization/mle/iter-1/state.json").stat().st_mtime_ns
+
+    def test_metrics() -> dict:
+        return json.loads((repo / "metrics/summarization/mle.json").read_text())
 
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     run("dvc", "repro", "evaluate_summarization@mle")
-    losses, metrics, trained = results()
+    results, metrics, trained = _loop_results(repo), test_metrics(), trained_at()
+    assert metrics["test_rougeL"] > 0  # a metric that can change
 
     losses_module = repo / "components/policy_losses.py"
-    _edit(losses_module, MLE_LOSS, MLE_LOSS.rstrip("\n") + "  # a comment-only edit\n")
-    run("dvc", "repro", "evaluate_summarization@mle")
-    same_losses, same_metrics, retrained = results()
-    assert retrained != trained, "a comment-only edit to the loop's code served the persisted iterations"
-    assert same_losses == pytest.approx(losses, rel=1e-6) and same_metrics == metrics
+    _edit(losses_module, MLE_LOSS, MLE_LOSS + "  # a comment-only edit")
+    run("dvc", "repro", "align_mle")
+    assert trained_at() != trained, "a comment-only edit to the loop's code served the persisted iterations"
+    _assert_same(_loop_results(repo), results)
+    retrained = trained_at()
 
     run("dvc", "repro", "-f", "-s", "align_mle")
-    forced_losses, _, forced = results()
-    assert forced != retrained, "dvc repro -f served the persisted iterations"
-    assert forced_losses == pytest.approx(losses, rel=1e-6)
+    assert trained_at() != retrained, "dvc repro -f served the persisted iterations"
+    _assert_same(_loop_results(repo), results)
 
-    _edit(losses_module, "    return -_per_sequence_mean(token_logp, mask).mean()", "    return 1000.0 * _per_sequence_mean(token_logp, mask).mean()")  # fmt: skip
+    _edit(
+        losses_module, MLE_LOSS, "    return 1000.0 * _per_sequence_mean(token_logp, mask).mean()"
+    )  # -1000x
     run("dvc", "repro", "evaluate_summarization@mle")
-    new_losses, new_metrics, _ = results()
-    assert all(new < 0 < old for new, old in zip(new_losses, losses, strict=True)), (new_losses, losses)
-    assert new_metrics != metrics
+    new_losses = [row["policy/loss"] for row in _loop_results(repo)]
+    assert all(loss < 0 for loss in new_losses) and all(row["policy/loss"] > 0 for row in results), new_losses
+    assert test_metrics()["test_rougeL"] != metrics["test_rougeL"]
 
 
 @pytest.fixture
@@ -121,6 +120,14 @@ def code_copy(tmp_path, monkeypatch) -> Path:
         )
     monkeypatch.setattr(stage_code, "PROJECT_ROOT", tmp_path)
     return tmp_path
+
+
+def test_the_code_hash_is_the_files_content_not_their_place(code_copy, monkeypatch):
+    copied = stage_code.code_hash("align_pgg")  # the same files in another folder, with new timestamps
+    monkeypatch.setattr(stage_code, "PROJECT_ROOT", PROJECT_ROOT)
+    assert stage_code.code_hash("align_pgg") == copied
+    assert stage_code.code_hash("align_mle") == copied  # one closure per flow module
+    assert stage_code.code_hash("prompt_pgg") != copied
 
 
 def test_the_task_cache_misses_after_an_edit_to_any_module_in_the_closure(code_copy, prefect_server):
@@ -167,12 +174,11 @@ def test_a_warm_start_made_under_other_params_is_not_reused_by_align(
     assert s._warm_start_on_disk(config) == warm and made_under(warm, s._warm_start_made_by(config))
 
 
-def test_data_prepared_by_other_code_stops_the_flows(tmp_path, data_root, prefect_server):
+def test_data_prepared_by_other_code_stops_the_flows(code_copy, tmp_path, data_root, prefect_server):
     config = load_params(tiny_params(tmp_path, data_root))
     prepare(config)
     check_prepared(config)  # the same code: fine
-    record = summarization_dir(config) / PREPARED_WITH
-    written = json.loads(record.read_text())
-    record.write_text(json.dumps({**written, "code": "other"}))
+    with (code_copy / "components/data.py").open("a") as module:  # the prepare stage's code
+        module.write("\n# an edit\n")
     with pytest.raises(DataError, match="prepared by other code.*dvc repro prepare"):
         check_prepared(config)
