@@ -3,7 +3,9 @@
 Every loader returns plain dataclasses, so the rest of pgg never sees file formats. Your own data is
 read whole and checked before anything uses it: the first problem (a missing column, an empty file or
 split, a label outside the verbalizers) stops the read with a one-line ``DataError`` naming the file
-and line.
+and line. A blank input text (a classification row's text, a summary's source) is an input, not a
+problem: published few-shot splits hold such rows, and their test sets stay comparable only if they
+load as published (``data.prompt.blank_text`` keeps, drops or refuses them).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ VERBALIZERS = {
     "agnews": ("World", "Sports", "Business", "Tech"),
 }
 SummaryTarget = Literal["title", "summary"]
+# What a blank classification text does: keep it as an input "" (the default), drop its row, or stop.
+BlankText = Literal["keep", "drop", "error"]
 
 
 class DataError(ValueError):
@@ -237,14 +241,15 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
         raise DataError(f"{path}: empty file (no rows); every split needs at least one example")
 
 
-def _text(row: dict, column: str, where: str, key: str) -> str:
-    """The stripped text in ``column``; a missing column or empty text names the file, line and key."""
+def _text(row: dict, column: str, where: str, key: str, blank_ok: bool = False) -> str:
+    """The stripped text in ``column``; a missing column, or empty text unless ``blank_ok``, names the
+    file, line and key."""
     value = row.get(column)
     if value is None:
         found = ", ".join(str(name) for name in row if name is not None)
         raise DataError(f"{where}: no column {column!r} (found: {found}); fix the file or set {key}")
     text = str(value).strip()
-    if not text:
+    if not text and not blank_ok:
         raise DataError(f"{where}: empty {column!r}; every row needs text there")
     return text
 
@@ -254,10 +259,11 @@ def _source_id(source: str) -> str:
 
 
 def load_summary_file(path: str | os.PathLike, columns: SummaryColumns) -> list[SummaryExample]:
-    """Every row of a .jsonl, .csv or .parquet file; the id is the id column, else a hash of the source."""
+    """Every row of a .jsonl, .csv or .parquet file; the id is the id column, else a hash of the source.
+    A blank source is an input ("") like any other; the target and the id need text."""
     examples = []
     for where, row in _rows(Path(path)):
-        source = _text(row, columns.source, where, "data.summarization.source_column")
+        source = _text(row, columns.source, where, "data.summarization.source_column", blank_ok=True)
         target = _text(row, columns.target, where, "data.summarization.target_column")
         example_id = (
             _text(row, columns.id, where, "data.summarization.id_column")
@@ -376,9 +382,9 @@ def fsc_dir(data_root: str | os.PathLike, dataset: str, seed: int) -> Path:
 
 
 def load_fsc(
-    data_root: str | os.PathLike, dataset: str, seed: int, split: str
+    data_root: str | os.PathLike, dataset: str, seed: int, split: str, blank_ok: bool = True
 ) -> list[ClassificationExample]:
-    """One split ('train', 'dev' or 'test') of the LM-BFF 16-shot data."""
+    """One split ('train', 'dev' or 'test') of the LM-BFF 16-shot data (blank_ok: see load_classification)."""
     if split not in FEW_SHOT_SPLITS:
         raise DataError(f"unknown few-shot split {split!r}: use train, dev or test")
     path = fsc_dir(data_root, dataset, seed) / f"{split}.tsv"
@@ -386,21 +392,31 @@ def load_fsc(
         raise DataError(
             f"few-shot data not found at {path}: check data.root and the seed (one of {FSC_SEEDS})"
         )
-    return load_classification(path, None, "label", VERBALIZERS[dataset])
+    return load_classification(path, None, "label", VERBALIZERS[dataset], blank_ok)
 
 
 def load_classification(
-    path: str | os.PathLike, text_column: str | None, label_column: str, verbalizers: tuple[str, ...]
+    path: str | os.PathLike,
+    text_column: str | None,
+    label_column: str,
+    verbalizers: tuple[str, ...],
+    blank_ok: bool = True,
 ) -> list[ClassificationExample]:
     """Every row of a .tsv, .csv or .jsonl file. ``text_column`` None: 'sentence' or 'text', whichever
-    the file has. A label is a verbalizer word or its index 0..C-1."""
+    the file has. A label is a verbalizer word or its index 0..C-1. Empty or whitespace-only text loads
+    as "" (``apply_blank_text`` keeps or drops it); ``blank_ok`` False: it stops the read."""
     examples = []
     classes = {word: index for index, word in enumerate(verbalizers)}
     column = text_column
     for where, row in _rows(Path(path)):
         if column is None:
             column = next((name for name in FSC_TEXT_COLUMNS if name in row), FSC_TEXT_COLUMNS[0])
-        text = _text(row, column, where, "data.prompt.text_column")
+        text = _text(row, column, where, "data.prompt.text_column", blank_ok=True)
+        if not text and not blank_ok:
+            raise DataError(
+                f"{where}: blank {column!r} and data.prompt.blank_text is error; fill the text in, or set "
+                "blank_text to keep (score it as an empty input) or drop (leave the row out)"
+            )
         value = str(_text(row, label_column, where, "data.prompt.label_column"))
         label = classes.get(value)
         if label is None and value.lstrip("-").isdigit() and 0 <= int(value) < len(verbalizers):
@@ -415,14 +431,36 @@ def load_classification(
 
 
 def load_few_shot_folder(
-    folder: str | os.PathLike, text_column: str | None, label_column: str, verbalizers: tuple[str, ...]
+    folder: str | os.PathLike,
+    text_column: str | None,
+    label_column: str,
+    verbalizers: tuple[str, ...],
+    blank_ok: bool = True,
 ) -> dict[str, list[ClassificationExample]]:
     """train/dev/test of your own classification data: one .tsv, .csv or .jsonl file per split."""
     files = split_files(folder, FEW_SHOT_SPLITS, FEW_SHOT_SUFFIXES)
     return {
-        split: load_classification(path, text_column, label_column, verbalizers)
+        split: load_classification(path, text_column, label_column, verbalizers, blank_ok)
         for split, path in files.items()
     }
+
+
+def apply_blank_text(
+    splits: dict[str, list[ClassificationExample]], blank_text: BlankText, where: str
+) -> tuple[dict[str, list[ClassificationExample]], dict[str, int]]:
+    """(the splits ``blank_text`` leaves, per split the number of rows with blank text). keep: as read;
+    drop: without those rows, and a split left empty is an error; error: the loader already refused them."""
+    blank = {split: sum(not e.text for e in examples) for split, examples in splits.items()}
+    if blank_text != "drop":
+        return splits, blank
+    kept = {split: [e for e in examples if e.text] for split, examples in splits.items()}
+    for split, examples in kept.items():
+        if not examples:
+            raise DataError(
+                f"{where}: every {split!r} row has blank text, so data.prompt.blank_text: drop leaves the "
+                "split empty; set blank_text to keep, or fill the text in"
+            )
+    return kept, blank
 
 
 # --- prepared files ---------------------------------------------------------------------------

@@ -83,10 +83,12 @@ def token_reinforce_loss(
     mask: torch.Tensor,
     token_rewards: torch.Tensor,
     use_reward_to_go: bool = False,
+    token_mean: bool = False,
 ) -> torch.Tensor:
     """REINFORCE on sampled sequences with the token reward r_t (or its reward-to-go) weighting log pi(y_t).
 
-    Loss = -mean over sequences of (1/length) sum_t A_t log pi(y_t), A_t = r_t detached.
+    Loss = -mean over sequences of (1/length) sum_t A_t log pi(y_t), A_t = r_t detached. With
+    ``token_mean`` every real token counts once instead (the authors' code): -sum A_t log pi / sum lengths.
     Centre the rewards beforehand if a baseline is wanted.
     """
     _check(token_logp, mask, token_rewards, "token_rewards")
@@ -94,6 +96,8 @@ def token_reinforce_loss(
     advantages = token_rewards.detach().to(token_logp.dtype)
     if use_reward_to_go:
         advantages = reward_to_go(advantages, mask)
+    if token_mean:
+        return -(advantages * token_logp * mask).sum() / mask.sum().clamp(min=1)
     return -_per_sequence_mean(advantages * token_logp, mask).mean()
 
 

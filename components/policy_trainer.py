@@ -40,6 +40,7 @@ from components.rouge import mean_rouge_f
 from components.seq2seq_policy import sample_k, sequence_log_probs, source_kwargs, special_ids
 
 METHODS = ("mle", "pgg", "seqpg")
+REINFORCE_MEANS = ("sequence", "token")
 # (sampled texts, their references) -> one reward per sample
 SequenceReward = Callable[[list[str], list[str]], torch.Tensor]
 # (sample labels, mask, dataset row of each sample's source) -> token rewards [B, T]; the caller
@@ -61,6 +62,8 @@ class PolicyTrainConfig:
     reinforce_coef: float  # pgg: REINFORCE on samples with guidance token rewards; seqpg: RLOO weight
     entropy_coef: float
     wmle_weighting: str  # pgg: w_t from r_t ("reward", the paper's) or exp(r_t) (softer)
+    reinforce_mean: str  # pgg's REINFORCE: "sequence" (each sample counts once) | "token" (the authors')
+    reinforce_baseline: bool  # pgg's REINFORCE: subtract the batch's token-mean reward (the authors' do not)
     k: int  # samples per article for sampled terms
     # articles of each batch whose k samples enter the sampled term (None: all of them). Sampling and
     # scoring k summaries costs several MLE steps, so a sub-batch keeps the sampled methods affordable.
@@ -77,6 +80,10 @@ class PolicyTrainConfig:
         if self.wmle_weighting not in WEIGHTINGS:
             raise ValueError(
                 f"unknown wmle_weighting {self.wmle_weighting!r}; use one of {', '.join(WEIGHTINGS)}"
+            )
+        if self.reinforce_mean not in REINFORCE_MEANS:
+            raise ValueError(
+                f"unknown reinforce_mean {self.reinforce_mean!r}; use one of {', '.join(REINFORCE_MEANS)}"
             )
         if self.steps < 0 or self.batch_size < 1 or self.grad_accumulation < 1:
             raise ValueError("steps must be >= 0, batch_size and grad_accumulation >= 1")
@@ -258,9 +265,15 @@ def _batch_loss(
                 sample_rewards = guidance_without_eos(
                     guidance, samples.labels, samples.mask, rows.repeat_interleave(config.k), eos_id
                 )
-            baseline = _token_mean(sample_rewards, samples.mask, accelerator)  # over the global batch
-            centred = (sample_rewards - baseline) * samples.mask
-            pg = token_reinforce_loss(sampled.logp, sampled.mask, centred.to(sampled.logp.device))
+            if config.reinforce_baseline:
+                baseline = _token_mean(sample_rewards, samples.mask, accelerator)  # over the global batch
+                sample_rewards = (sample_rewards - baseline) * samples.mask
+            pg = token_reinforce_loss(
+                sampled.logp,
+                sampled.mask,
+                sample_rewards.to(sampled.logp.device),
+                token_mean=config.reinforce_mean == "token",
+            )
         loss = loss + config.reinforce_coef * pg
         stats["pg_loss"] = pg.item()
     stats["loss"] = loss.item()

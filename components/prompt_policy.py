@@ -31,6 +31,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 OutputHead = Literal["lm_head", "input_embeddings"]
 
 
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """-inf below each row's k-th largest logit; a tie with the k-th keeps every tied token (RLPrompt's rule)."""
+    kth = logits.topk(k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
 class ResidualMLPAdaptor(nn.Module):
     """h + W2 relu(W1 h); W2 starts at zero so the adaptor starts as the identity."""
 
@@ -169,8 +175,7 @@ class PromptPolicy(nn.Module):
         for _ in range(self.prompt_length):
             logits = self.next_token_logits(self._with_start(ids), last_only=True)[:, -1] / temperature
             if top_k:
-                kth = logits.topk(min(top_k, len(self.allowed_ids)), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
+                logits = top_k_filter(logits, min(top_k, len(self.allowed_ids)))
             probs = torch.softmax(logits, dim=-1)
             next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
             ids = torch.cat([ids, next_ids], dim=1)

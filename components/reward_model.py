@@ -43,6 +43,7 @@ loads any of them::
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -337,14 +338,16 @@ class TokenRewardModel(nn.Module):
         settings = json.loads(config_path.read_text())
         spec = ModelSpec(**settings["backbone_spec"]) if "backbone_spec" in settings else None
         if spec is not None:
-            backbone = load_model(spec)[1]
+            with _quiet_load_report():
+                backbone = load_model(spec)[1]
         else:
             backbone_class = getattr(transformers, settings["backbone_class"], None)
             if backbone_class is None:
                 raise ValueError(
                     f"transformers has no class {settings['backbone_class']}; upgrade transformers"
                 )
-            backbone = backbone_class.from_pretrained(directory / "backbone")
+            with _quiet_load_report():
+                backbone = backbone_class.from_pretrained(directory / "backbone")
         model = cls(
             backbone,
             kind=settings["kind"],
@@ -408,3 +411,17 @@ class TokenRewardModel(nn.Module):
             rewards = self(input_ids, torch.ones_like(input_ids), **kwargs)[0].cpu().tolist()
             out.append(list(zip(self.tokenizer.convert_ids_to_tokens(ids), rewards, strict=True)))
         return out
+
+
+@contextmanager
+def _quiet_load_report():
+    """transformers' load report, silenced while a saved reward model is rebuilt: the base is an encoder
+    checkpoint under an LM class whose LM head the reward model never reads, so its "missing keys" and
+    "checkpoint seem corrupted" lines are false alarms on every load. The frozen weights the rewards do
+    read are checked by sha256 instead."""
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)

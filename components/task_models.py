@@ -1,8 +1,9 @@
 """Frozen task models that turn (prompt, input) pairs into class probabilities.
 
-Both models share one interface, ``class_probs(prompts, inputs) -> Tensor[P, N, C]``, where
-``inputs`` is a list of texts or what ``encode_inputs(texts)`` returned for them (encode a split
-once, then score many prompts against it).
+Every model shares one interface (``TaskModel``), ``class_probs(prompts, inputs) -> Tensor[P, N, C]``,
+where ``inputs`` is a list of texts or what ``encode_inputs(texts)`` returned for them (encode a split
+once, then score many prompts against it). A blank input ("") is an input like any other: the model
+sees only the prompt and the verbalizers (published few-shot splits hold such rows).
 
 - ``PrototypeTaskModel`` (embedded default, runs offline): a sentence encoder scores class c by
   cosine(emb(input), emb(prompt + " " + verbalizer_c)). Input embeddings do not depend on the
@@ -110,7 +111,29 @@ class EncodedInputs:
         return self.count
 
 
-class PrototypeTaskModel:
+class TaskModel:
+    """What every task model shares: ``class_probs`` checks the prompts and scores them stripped; the
+    no-prompt baseline scores the empty prompt, which ``class_probs`` never lets through. A subclass
+    has ``tokenizer`` and implements ``encode_inputs`` and ``_probs(prompts, inputs) -> [P, N, C]``."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def encode_inputs(self, texts: list[str]) -> EncodedInputs:
+        raise NotImplementedError
+
+    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        check_prompts(prompts, self.tokenizer)
+        return self._probs([p.strip() for p in prompts], inputs)
+
+    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        """The same score without a prompt. Returns [1, N, C]."""
+        return self._probs([""], inputs)
+
+    def _probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PrototypeTaskModel(TaskModel):
     """Class score = cosine(mean-pooled emb(input), emb(prompt + " " + verbalizer)) / temperature.
 
     ``temperature`` only sharpens the probabilities (accuracy does not depend on it); cosine gaps
@@ -162,18 +185,11 @@ class PrototypeTaskModel:
     def encode_inputs(self, texts: list[str]) -> EncodedInputs:
         return EncodedInputs(self.embed(list(texts)), len(texts))
 
-    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        check_prompts(prompts, self.tokenizer)
-        label_texts = [f"{p.strip()} {v}" for p in prompts for v in self.verbalizers]
-        return self._probs(label_texts, len(prompts), inputs)
-
-    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        """Baseline without a prompt: class embedding = emb(verbalizer). Returns [1, N, C]."""
-        return self._probs(list(self.verbalizers), 1, inputs)
-
-    def _probs(self, label_texts: list[str], n_prompts: int, inputs) -> torch.Tensor:
+    def _probs(self, prompts: list[str], inputs) -> torch.Tensor:
         encoded = inputs if isinstance(inputs, EncodedInputs) else self.encode_inputs(inputs)
-        labels = self.embed(label_texts).view(n_prompts, len(self.verbalizers), -1)  # [P, C, H]
+        # no prompt: class embedding = emb(verbalizer)
+        label_texts = [f"{p} {v}" if p else v for p in prompts for v in self.verbalizers]
+        labels = self.embed(label_texts).view(len(prompts), len(self.verbalizers), -1)  # [P, C, H]
         cosine = torch.einsum("nh,pch->pnc", encoded.data, labels)
         return torch.softmax(cosine / self.temperature, dim=-1)
 
@@ -181,7 +197,7 @@ class PrototypeTaskModel:
 PrefixReading = Literal["filled", "conditioned", "combined"]
 
 
-class PrefixLMTaskModel:
+class PrefixLMTaskModel(TaskModel):
     """Prompt-conditioned task model: the encoder reads ``[CLS] input prompt ...`` as a prefix LM.
 
     Readings (class score before ``/ temperature`` and the softmax), with emb = unit-norm mean pool:
@@ -236,14 +252,6 @@ class PrefixLMTaskModel:
             for t in texts
         ]
         return EncodedInputs(ids, len(ids))
-
-    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        check_prompts(prompts, self.tokenizer)
-        return self._probs([p.strip() for p in prompts], inputs)
-
-    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        """Baseline without a prompt: the same reading with an empty prompt. Returns [1, N, C]."""
-        return self._probs([""], inputs)
 
     def _continuation_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [
@@ -309,7 +317,7 @@ class PrefixLMTaskModel:
         return torch.softmax(torch.cat(cosines, dim=1) / self.temperature, dim=-1)
 
 
-class MaskedLMTaskModel:
+class MaskedLMTaskModel(TaskModel):
     """The paper's task model: class probs = softmax over verbalizer logits at the template's mask.
 
     ``template`` holds ``{input}``, ``{prompt}`` and ``{mask}`` (see TEMPLATES). The input is tokenized
@@ -361,19 +369,13 @@ class MaskedLMTaskModel:
 
     def encode_inputs(self, texts: list[str]) -> EncodedInputs:
         lead = " " if self._input_after_text else ""
-        ids = [
+        ids = [  # a blank input is no tokens (a lone space is a token of its own to a BPE tokenizer)
             self.tokenizer(lead + t.strip(), add_special_tokens=False)["input_ids"][: self.max_input_tokens]
+            if t.strip()
+            else []
             for t in texts
         ]
         return EncodedInputs(ids, len(ids))
-
-    def class_probs(self, prompts: list[str], inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        check_prompts(prompts, self.tokenizer)
-        return self._probs([p.strip() for p in prompts], inputs)
-
-    def no_prompt_class_probs(self, inputs: list[str] | EncodedInputs) -> torch.Tensor:
-        """Baseline: the template with an empty prompt. Returns [1, N, C]."""
-        return self._probs([""], inputs)
 
     def _segment_ids(self, text: str, prompt: str) -> list[int]:
         lead = " " if text[:1].isspace() else ""  # BPE: a word after the input keeps its space

@@ -6,6 +6,7 @@ Every section forbids unknown keys, so a typo ("agregation") is an error, not a 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -83,6 +84,9 @@ class PromptData(Section):
     label_column: str  # your dataset: a verbalizer word or its index 0..C-1
     verbalizers: tuple[str, ...] | None  # one one-token word per class, in label order; None: the preset's
     template: str | None  # the mlm task model's cloze ({input} {prompt} {mask}); None: the preset's
+    # a row whose text is empty or whitespace (presets and yours): keep it as an empty input (published
+    # splits hold such rows; their test set stays as published) | drop the row | error: stop the read
+    blank_text: Literal["keep", "drop", "error"]
 
     @property
     def is_preset(self) -> bool:
@@ -253,7 +257,7 @@ def _guidance_config(section: Section, **extra):
 class GuidanceFitSection(Section):
     """The standalone guidance fit (python -m flows guidance-fit): a token reward model on your data."""
 
-    data: str  # .jsonl / .json / .parquet file (relative: to the params file) or a hub dataset name
+    data: str  # .jsonl / .json / .parquet file (relative: to the project root) or a hub dataset name
     format: Literal["auto", "kwise", "trl"]
     backbone: str  # minilm | tiny | any HF name sharing the policy's tokenizer
     backbone_kind: Literal["causal_lm", "encoder"]
@@ -278,7 +282,7 @@ class GuidanceFitSection(Section):
     baseline_epochs: PositiveInt
     baseline_batch_size: PositiveInt  # pairs per step
     heatmap_examples: PositiveInt  # held-out records shown in the token-reward heatmap
-    output_dir: Path  # the model folder (relative: to the params file)
+    output_dir: Path  # the model folder (relative: to the project root)
     report: Path  # the report JSON (DVC metrics)
     register_name: str  # MLflow registered model; alias "latest-fit" points at the newest fit
 
@@ -328,6 +332,8 @@ class SummarizationPolicy(Section):
     # code's exp_in_wmle: weights within a factor 3.7, so no reference token stops being learned)
     wmle_weighting: Literal["reward", "exp_reward"]
     reinforce_coef: NonNegativeFloat  # the paper's optional REINFORCE term with r as weights
+    reinforce_mean: Literal["sequence", "token"]  # pgg's REINFORCE term: each sample | each token counts once
+    reinforce_baseline: bool  # pgg's REINFORCE term: subtract the batch's token-mean reward
     entropy_coef: NonNegativeFloat
     seqpg_coef: PositiveFloat  # weight of the RLOO term of the sequence-level baseline
     # articles of each batch whose K samples enter the sampled terms (seqpg's RLOO, pgg's REINFORCE);
@@ -577,13 +583,75 @@ def _flatten(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and validate params. Relative paths inside resolve against the params file's folder.
+def load_params(
+    path: str | Path = DEFAULT_PARAMS,
+    overrides: dict[str, Any] | None = None,
+    base: str | Path | None = DEFAULT_PARAMS,
+) -> Config:
+    """Read and validate params: ``path`` laid over ``base`` (the project's params.yaml), so a file that
+    holds only the keys it changes is enough; ``base=None`` reads ``path`` alone. Relative paths inside
+    any of them resolve against the project root, wherever the file lies.
 
-    ``overrides`` maps dotted keys to values ({"loop.summarization.policy_steps": 2}); they go through the
-    same validation as the file.
+    ``overrides`` maps dotted keys to values ({"loop.summarization.policy_steps": 2}), laid over both
+    (the CLI's ``-S key=value``); they go through the same validation as the file. An error names the
+    file or override that set the bad key.
     """
-    path = Path(path)
+    layers = [] if base is None or _same_file(base, path) else [(str(base), _read_yaml(Path(base)))]
+    layers.append((str(path), _read_yaml(Path(path))))
+    for dotted, value in (overrides or {}).items():
+        layers.append((f"-S {dotted}", _nested(dotted, value)))
+    raw: dict = {}
+    for _, tree in layers:
+        raw = _merge(raw, tree)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        # an unknown key first: a typo also leaves its real key missing, and the typo is the news
+        error = min(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        source, detail = _source_of(error["loc"], layers), _describe(error)
+        if source.startswith("-S ") and source.removeprefix("-S ").startswith(_location(error)):
+            raise ParamsError(f"-S {detail}") from None  # the detail names the key already
+        raise ParamsError(f"{source}: {detail}") from None
+    root = _from_project_root(config.data.root)
+    prompt = config.data.prompt
+    if prompt.path is not None and not prompt.path.is_absolute():
+        prompt = prompt.model_copy(update={"path": (root / prompt.path).resolve()})
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(
+                update={
+                    "root": root,
+                    "prepared_dir": _from_project_root(config.data.prepared_dir),
+                    "prompt": prompt,
+                }
+            ),
+            "runtime": config.runtime.model_copy(
+                update={"runs_dir": _from_project_root(config.runtime.runs_dir)}
+            ),
+            "guidance_fit": _resolve_guidance_fit(config.guidance_fit),
+        }
+    )
+
+
+def check_data_root(config: Config) -> None:
+    """Raise ParamsError when data.root (the embedded corpora) is missing: only stages that read it call
+    this, so guidance-fit on your own file runs without corpora/."""
+    if not config.data.root.is_dir():
+        raise ParamsError(
+            f"data.root: folder {config.data.root} does not exist; run `make corpora` (copies ../shared/data "
+            "in) or point data.root at the embedded corpora"
+        )
+
+
+def _from_project_root(value: Path) -> Path:
+    return (PROJECT_ROOT / value).resolve()  # an absolute value stays itself
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ParamsError(f"{path}: not found; run from the project root or pass --params PATH")
     try:
@@ -596,86 +664,78 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         raise ParamsError(
             f"{path}: top level must be a mapping of sections ({', '.join(Config.model_fields)})"
         )
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    try:
-        config = Config.model_validate(raw)
-    except ValidationError as err:
-        raise ParamsError(f"{path}: {_describe(err.errors()[0])}") from None
-    root = config.data.root if config.data.root.is_absolute() else (path.parent / config.data.root)
-    if not root.is_dir():
-        raise ParamsError(
-            f"{path}: data.root: folder {root} does not exist; run `make corpora` (copies ../shared/data in) "
-            "or point data.root at the embedded corpora"
-        )
-    runs_dir = (
-        config.runtime.runs_dir
-        if config.runtime.runs_dir.is_absolute()
-        else path.parent / config.runtime.runs_dir
-    )
-    prepared = (
-        config.data.prepared_dir
-        if config.data.prepared_dir.is_absolute()
-        else path.parent / config.data.prepared_dir
-    )
-    prompt = config.data.prompt
-    if prompt.path is not None and not prompt.path.is_absolute():
-        prompt = prompt.model_copy(update={"path": (root / prompt.path).resolve()})
-    return config.model_copy(
-        update={
-            "data": config.data.model_copy(
-                update={"root": root.resolve(), "prepared_dir": prepared.resolve(), "prompt": prompt}
-            ),
-            "runtime": config.runtime.model_copy(update={"runs_dir": runs_dir.resolve()}),
-            "guidance_fit": _resolve_guidance_fit(config.guidance_fit, path.parent),
-        }
-    )
+    return raw
 
 
-def _resolve_guidance_fit(section: GuidanceFitSection, base: Path) -> GuidanceFitSection:
-    """Relative paths against the params file's folder; a hub name (owner/name, no suffix) stays."""
+def _nested(dotted: str, value: Any) -> dict:
+    """{"a.b.c": v} -> {"a": {"b": {"c": v}}}."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ParamsError(f"-S {dotted}: not a dotted key; write section.key=value (e.g. runtime.seed=1)")
+    tree: Any = value
+    for key in reversed(keys):
+        tree = {key: tree}
+    return tree
 
-    def resolve(value: Path) -> Path:
-        return value if value.is_absolute() else (base / value).resolve()
 
+def _merge(under: dict, over: dict) -> dict:
+    """``over`` laid on ``under`` section by section (a new dict; lists and values replace)."""
+    out = dict(under)
+    for key, value in over.items():
+        both_sections = isinstance(value, dict) and isinstance(under.get(key), dict)
+        out[key] = _merge(under[key], value) if both_sections else value
+    return out
+
+
+def _source_of(loc: tuple, layers: list[tuple[str, dict]]) -> str:
+    """The last layer (file or -S override) that set the key or section at ``loc``; a key none set (a
+    missing one) is the base file's."""
+    keys = [str(part) for part in loc if not str(part).startswith("function-after")]
+    for label, tree in reversed(layers):
+        node: Any = tree
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            return label
+    return layers[0][0]
+
+
+def _resolve_guidance_fit(section: GuidanceFitSection) -> GuidanceFitSection:
+    """Relative paths against the project root; a hub name (owner/name, no suffix) stays."""
     data = Path(section.data)
     local = data.suffix in (".jsonl", ".json", ".parquet") or section.data.startswith((".", "/"))
     return section.model_copy(
         update={
-            "data": str(resolve(data)) if local else section.data,
-            "output_dir": resolve(section.output_dir),
-            "report": resolve(section.report),
+            "data": str(_from_project_root(data)) if local else section.data,
+            "output_dir": _from_project_root(section.output_dir),
+            "report": _from_project_root(section.report),
         }
     )
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-        if not isinstance(tree, dict):
-            raise ParamsError(f"override {dotted}: {key} is not a section")
-    if isinstance(value, dict) and isinstance(tree.get(leaf), dict):  # a section: set only the keys given
-        for key, item in value.items():
-            _set_dotted(tree[leaf], key, item)
-    else:
-        tree[leaf] = value
-
-
 def _describe(error: dict) -> str:
     """One pydantic error -> 'key.path: what is wrong (got X)'."""
-    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
+    location = _location(error)
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = _model_at(error["loc"][:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
-        return f"{location}: unknown key; allowed here: {allowed}"
+        allowed = list(parent.model_fields) if parent else []
+        closest = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        if closest:
+            return f"{location}: unknown key; did you mean {closest[0]}?"
+        return f"{location}: unknown key; allowed here: {', '.join(allowed) or 'see params.yaml'}"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
         return f"{location}: required key is missing"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{location or 'params'}: {message[0].lower() + message[1:]}{shown}"
+
+
+def _location(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -66,9 +66,16 @@ def load_summaries(config: Config) -> dict[str, list[data.SummaryExample]]:
     return splits
 
 
+def _blank_ok(config: Config) -> bool:
+    return config.data.prompt.blank_text != "error"
+
+
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def load_few_shot(config: Config, dataset: str, seed: int) -> dict[str, list[data.ClassificationExample]]:
-    return {split: data.load_fsc(config.data.root, dataset, seed, split) for split in data.FEW_SHOT_SPLITS}
+    return {
+        split: data.load_fsc(config.data.root, dataset, seed, split, _blank_ok(config))
+        for split in data.FEW_SHOT_SPLITS
+    }
 
 
 def own_few_shot_folder(config: Config) -> Path:
@@ -76,11 +83,23 @@ def own_few_shot_folder(config: Config) -> Path:
     return settings.path or config.data.root / settings.dataset
 
 
+def few_shot_source(config: Config, dataset: str, seed: int) -> Path:
+    """The folder a few-shot dataset is read from: data.prompt's own, or a preset's under data.root."""
+    settings = config.data.prompt
+    if not settings.is_preset and (dataset, seed) == (settings.dataset, settings.seed):
+        return own_few_shot_folder(config)
+    return data.fsc_dir(config.data.root, dataset, seed)
+
+
 def load_own_few_shot(config: Config) -> dict[str, list[data.ClassificationExample]]:
     """data.prompt's own folder (not a preset): train/dev/test with params' columns and verbalizers."""
     settings = config.data.prompt
     return data.load_few_shot_folder(
-        own_few_shot_folder(config), settings.text_column, settings.label_column, settings.verbalizers
+        own_few_shot_folder(config),
+        settings.text_column,
+        settings.label_column,
+        settings.verbalizers,
+        _blank_ok(config),
     )
 
 
@@ -90,7 +109,19 @@ def check_inputs(config: Config) -> None:
     if summarization_source(config).kind in ("file", "folder"):
         load_summaries.fn(config)
     if not config.data.prompt.is_preset:
-        load_own_few_shot(config)
+        folder = str(own_few_shot_folder(config))
+        data.apply_blank_text(load_own_few_shot(config), config.data.prompt.blank_text, folder)
+
+
+def blank_text_line(name: str, blank_text: str, blank: dict[str, int]) -> str | None:
+    """The line prepare prints for a dataset with blank-text rows (None without any): what it did with
+    how many, per split."""
+    if not any(blank.values()):
+        return None
+    done = {"keep": "kept", "drop": "dropped"}[blank_text]
+    counts = ", ".join(f"{split} {n}" for split, n in blank.items())
+    other = "drop or error" if blank_text == "keep" else "keep or error"
+    return f"{name}: {done} rows with blank text ({counts}); data.prompt.blank_text: {other} to change that"
 
 
 def summarization_dir(config: Config) -> Path:
@@ -148,6 +179,12 @@ def prepare(config: Config) -> dict[str, int]:
     }
     if not config.data.prompt.is_preset:
         few_shot[(config.data.prompt.dataset, config.data.prompt.seed)] = load_own_few_shot(config)
+    blank_text = config.data.prompt.blank_text
+    for (dataset, seed), splits in few_shot.items():  # all applied before the first write
+        source = str(few_shot_source(config, dataset, seed))
+        few_shot[dataset, seed], blank = data.apply_blank_text(splits, blank_text, source)
+        if line := blank_text_line(f"{dataset}/{seed}", blank_text, blank):
+            print(line)
     counts: dict[str, int] = {}
     for split, examples in summaries.items():
         data.write_jsonl(summarization_dir(config) / f"{split}.jsonl", examples)

@@ -196,9 +196,9 @@ def log_policy_model(
     """Log a checkpoint folder as an MLflow pyfunc model; register it under ``registered_name`` if given.
 
     ``model_code`` is a models-from-code file (e.g. flows/policy_model.py) whose model loads the folder,
-    logged as the artifact "policy". A registered version gets the alias ``champion``
-    (``models:/NAME@champion``). Requirements are given, not inferred: inference would load the
-    model in a subprocess, which is slow.
+    logged as the artifact "policy". A registered version takes the alias ``champion``
+    (``models:/NAME@champion``) only on merit (``tracking.crown_on_merit``). Requirements are given,
+    not inferred: inference would load the model in a subprocess, which is slow.
     """
     import torch
     import transformers
@@ -215,9 +215,7 @@ def log_policy_model(
         registered_model_name=registered_name,
     )
     if registered_name and info.registered_model_version is not None:  # aliases, not deprecated stages
-        from flows.tracking import MODEL_ALIAS
+        from flows.tracking import crown_on_merit
 
-        mlflow.MlflowClient().set_registered_model_alias(
-            registered_name, MODEL_ALIAS, str(info.registered_model_version)
-        )
+        crown_on_merit(registered_name, str(info.registered_model_version))
     return info

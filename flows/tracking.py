@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import time
@@ -9,15 +11,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import mlflow
-import yaml
 
 from flows.config import PROJECT_ROOT, Config
 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-MODEL_ALIAS = "champion"  # the registered policy of the latest pgg run: models:/pgg-summarization@champion
+MODEL_ALIAS = "champion"  # the best pgg policy on its data: models:/pgg-summarization@champion
+CHAMPION_METRIC = "val/rougeL"  # the last iteration's validation ROUGE-L decides who holds @champion
+
+# Tags a deployment run adds to every MLflow run it starts (overrides, its folder): set by flows.deploy
+_RUN_TAGS: ContextVar[dict[str, str] | None] = ContextVar("pgg_run_tags", default=None)
 
 
 def log_step_metric(key: str, values: list[float], first_step: int) -> None:
@@ -72,32 +79,60 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
     )
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def git_state() -> dict[str, str]:
+    """The commit the code came from and whether tracked files differed from it (then the commit
+    alone does not reproduce the run)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        commit = _git("rev-parse", "HEAD")
+        clean = not _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return {"git_commit": "unknown", "git_clean": "unknown"}
+    return {"git_commit": commit, "git_clean": str(clean).lower()}
 
 
-def data_hash(config: Config) -> str:
-    """The md5 DVC recorded for the prepared data, so a run names the exact data version it used."""
-    lock = PROJECT_ROOT / "dvc.lock"
-    if lock.exists():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for out in stages.get("prepare", {}).get("outs", []):
-            if Path(out.get("path", "")).name == config.data.prepared_dir.name:
-                return out.get("md5", "unknown")
-    return "unversioned"
+def training_data(config: Config, task: str) -> Path:
+    """The prepared data (or the preference file) a task's runs read."""
+    from flows.prepare import prompt_dir, summarization_dir
+
+    if task == "summarization":
+        return summarization_dir(config)
+    if task == "prompt":
+        return prompt_dir(config, config.data.prompt.dataset, config.data.prompt.seed)
+    return Path(config.guidance_fit.data)
+
+
+def data_hash(path: Path) -> str:
+    """md5 of the files a run read, as they are on disk now: relative names and bytes, so the same data
+    hashes the same in any folder (a hub dataset name, not a file, is recorded as 'hub:NAME')."""
+    path = Path(path)
+    if not path.exists():
+        return f"hub:{path}" if not path.is_absolute() else "missing"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.md5()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@contextmanager
+def run_tags(tags: dict[str, str]) -> Iterator[None]:
+    """Add ``tags`` to every MLflow run started inside the block (a deployment's overrides)."""
+    token = _RUN_TAGS.set({**(_RUN_TAGS.get() or {}), **tags})
+    try:
+        yield
+    finally:
+        _RUN_TAGS.reset(token)
+
+
+def overrides_tag(overrides: dict[str, Any] | None) -> str:
+    return json.dumps(overrides or {}, sort_keys=True)
 
 
 def _use_experiment(uri: str, name: str) -> None:
@@ -132,11 +167,48 @@ def pipeline_run(
         "task": task,
         "method": method,
         "params_hash": config.digest(),
-        "git_commit": git_commit(),
-        "data_hash": data_hash(config),
+        **git_state(),
+        "data_hash": data_hash(training_data(config, task)),
+        "overrides": overrides_tag(None),  # the params hold the values; this tag says which were overridden
+        **(_RUN_TAGS.get() or {}),
         **(extra_tags or {}),
     }
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else method, tags=tags) as run:
         if run_id is None:
             mlflow.log_params(config.flat())
         yield run
+
+
+def crown_on_merit(name: str, version: str, metric: str = CHAMPION_METRIC, alias: str = MODEL_ALIAS) -> str:
+    """Give ``alias`` to a newly registered version only if it beats the holder on ``metric`` under the
+    same data (or nothing holds it yet), so a quick run with small overrides never displaces a real
+    model. Every version records its metric, data hash and the decision as tags. Returns the decision."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(client.get_model_version(name, version).run_id).data
+    value, data = run.metrics.get(metric), run.tags.get("data_hash", "unknown")
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except MlflowException:  # no version holds it yet
+        holder = None
+    if holder is None:
+        crowned, decision = True, f"took @{alias}: no version held it"
+    else:
+        held = client.get_run(holder.run_id).data
+        best, held_data = held.metrics.get(metric), held.tags.get("data_hash", "unknown")
+        if held_data != data:
+            crowned = False
+            decision = (
+                f"@{alias} stays on v{holder.version}: it was trained on other data ({held_data} vs {data})"
+            )
+        elif value is None or (best is not None and value <= best):
+            crowned = False
+            decision = f"@{alias} stays on v{holder.version}: {metric} {value} does not beat its {best}"
+        else:
+            crowned, decision = True, f"took @{alias} from v{holder.version}: {metric} {value} > {best}"
+    if crowned:
+        client.set_registered_model_alias(name, alias, str(version))
+    for key, tag in {metric: value, "data_hash": data, "champion_decision": decision}.items():
+        client.set_model_version_tag(name, str(version), key, str(tag))
+    return decision

@@ -56,9 +56,15 @@ def write_params(folder: Path, text: str = "") -> Path:
     """The project's params.yaml with the YAML ``text`` laid over it, as ``folder/params.yaml``.
 
     Tests start from the real defaults plus their overrides: params.yaml is the only place a default
-    lives. ``data.root`` stays the embedded corpora unless ``text`` sets it."""
+    lives. ``data.root`` stays the embedded corpora and the outputs stay under ``folder`` unless ``text``
+    sets them."""
     base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     base["data"]["root"] = str(DATA_ROOT)
+    # params.yaml's relative outputs resolve against the project root: each test keeps its own in folder
+    base["data"]["prepared_dir"] = str(folder / base["data"]["prepared_dir"])
+    base["runtime"]["runs_dir"] = str(folder / base["runtime"]["runs_dir"])
+    for key in ("data", "output_dir", "report"):
+        base["guidance_fit"][key] = str(folder / base["guidance_fit"][key])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(merge(base, yaml.safe_load(text) or {}), sort_keys=False))

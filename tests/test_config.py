@@ -2,9 +2,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
-from flows.config import DEFAULT_PARAMS, Config, ParamsError, load_params
+from flows.config import DEFAULT_PARAMS, Config, ParamsError, check_data_root, load_params
 from tests.conftest import PROJECT_ROOT, write_params
 
 BAD_PARAMS = {
@@ -92,7 +93,54 @@ def test_a_missing_key_names_it(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((PROJECT_ROOT / "params.yaml").read_text().replace("    lead_k: 6\n", ""))
     with pytest.raises(ParamsError, match="eval.summarization.lead_k: required key is missing"):
-        load_params(path)
+        load_params(path, base=None)  # alone, not laid over params.yaml (which has it)
+
+
+def test_a_typo_names_the_file_and_its_closest_key(tmp_path):
+    """A copied file with a typo: the typo is the error, not the real key it leaves missing."""
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        (PROJECT_ROOT / "params.yaml").read_text().replace("entropy_coef: 0.0", "entropy_coeff: 0.0")
+    )
+    for base in (None, DEFAULT_PARAMS):
+        with pytest.raises(ParamsError) as err:
+            load_params(path, base=base)
+        assert str(err.value) == (
+            f"{path}: policy.summarization.entropy_coeff: unknown key; did you mean entropy_coef?"
+        )
+
+
+def test_a_partial_overlay_outside_the_repo_resolves_paths_against_the_project_root(tmp_path):
+    overlay = tmp_path / "elsewhere" / "mine.yaml"
+    overlay.parent.mkdir()
+    overlay.write_text(
+        "runtime:\n  runs_dir: my-runs\n  seed: 3\nguidance_fit:\n  data: prefs/mine.jsonl\n"
+        "  output_dir: my-runs/model\n"
+    )
+    config, default = load_params(overlay), load_params(DEFAULT_PARAMS)
+    assert config.runtime.seed == 3 and config.runtime.runs_dir == PROJECT_ROOT / "my-runs"
+    assert config.guidance_fit.data == str(PROJECT_ROOT / "prefs" / "mine.jsonl")
+    assert config.guidance_fit.output_dir == PROJECT_ROOT / "my-runs" / "model"
+    assert config.data.root == PROJECT_ROOT / "corpora" == default.data.root  # not beside the overlay
+    assert config.data.prepared_dir == PROJECT_ROOT / "data"
+    changed = {k for k, v in config.flat().items() if default.flat()[k] != v}
+    assert changed == {"runtime.runs_dir", "runtime.seed", "guidance_fit.data", "guidance_fit.output_dir"}
+
+
+def test_an_override_error_names_the_override_and_a_file_error_the_file(tmp_path):
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("sampling:\n  prompt:\n    k: 1\n")
+    with pytest.raises(ParamsError, match=rf"^{overlay}: sampling.prompt.k: "):
+        load_params(overlay)
+    with pytest.raises(ParamsError, match=r"^-S sampling.prompt.k: "):
+        load_params(overlay, {"sampling.prompt.k": 0})
+    with pytest.raises(
+        ParamsError, match=r"^-S guidance.prompt.agregation: unknown key; did you mean aggregation\?$"
+    ):
+        load_params(DEFAULT_PARAMS, {"guidance.prompt.agregation": "sum"})
+    # a check across keys names the section
+    with pytest.raises(ParamsError, match="^-S policy.summarization: sampled_articles"):
+        load_params(DEFAULT_PARAMS, {"policy.summarization.sampled_articles": 64})
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMS))
@@ -105,10 +153,13 @@ def test_bad_params_name_the_key(tmp_path, data_root, case):
     assert "\n" not in str(err.value)
 
 
-def test_missing_data_root(tmp_path):
-    path = write_params(tmp_path, "data:\n  root: no/such/folder\n")
-    with pytest.raises(ParamsError, match="data.root"):
-        load_params(path)
+def test_a_missing_data_root_stops_only_what_reads_it(tmp_path):
+    config = load_params(write_params(tmp_path, "data:\n  root: no/such/folder\n"))  # guidance-fit runs
+    assert config.data.root == PROJECT_ROOT / "no/such/folder"
+    with pytest.raises(
+        ParamsError, match=r"^data.root: folder .*no/such/folder does not exist; run `make corpora`"
+    ):
+        check_data_root(config)
 
 
 def test_overrides_are_validated(data_root, tmp_path):
@@ -120,7 +171,8 @@ def test_overrides_are_validated(data_root, tmp_path):
 
 def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
     path = write_params(
-        tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: out\nsampling:\n  summarization:\n    k: 1\n"
+        tmp_path,
+        f"data:\n  root: {data_root}\n  prepared_dir: {tmp_path}/out\nsampling:\n  summarization:\n    k: 1\n",
     )
     result = subprocess.run(
         [sys.executable, "-m", "flows", "prepare", "--params", str(path)],
@@ -135,10 +187,20 @@ def test_cli_exits_2_with_one_line_before_any_compute(tmp_path, data_root):
     assert not (tmp_path / "out").exists()  # nothing was written
 
 
-def test_the_paper_profile_spells_out_every_key():
-    paper = load_params(PROJECT_ROOT / "params-paper.yaml")
-    assert set(paper.flat()) == set(load_params(DEFAULT_PARAMS).flat())
-    assert paper.models.summarization.policy == "t5-small"
+def test_the_paper_profile_is_an_overlay_of_only_the_keys_that_differ():
+    path = PROJECT_ROOT / "params-paper.yaml"
+    paper, default = load_params(path).flat(), load_params(DEFAULT_PARAMS).flat()
+    overlay = {k for k, _ in _leaves(yaml.safe_load(path.read_text()))}
+    assert overlay == {k for k, v in paper.items() if default[k] != v}  # every key it holds changes a value
+    assert paper["models.summarization.policy"] == "t5-small" and len(overlay) == 29
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_prompt_block_steps_cover_the_warm_up_and_every_policy_step_once():

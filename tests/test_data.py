@@ -150,7 +150,7 @@ def test_own_parquet_file(tmp_path):
          "data.summarization.target_column"),
         ("empty file", r"news.jsonl: empty file \(no rows\)"),
         ("empty split", r"news.jsonl: the hash split leaves 'validation' empty \(2 rows\)"),
-        ("empty text", r"news.jsonl:1: empty 'text'"),
+        ("empty target", r"news.jsonl:1: empty 'summary'"),
         ("missing split", r"mine: missing split 'test'; add one of test.jsonl, test.csv, test.parquet"),
         ("empty split file", r"validation.csv: empty file"),
     ],
@@ -164,8 +164,8 @@ def test_own_summaries_errors_name_the_file_and_line(tmp_path, case, message):
         path.write_text("\n")
     elif case == "empty split":
         _jsonl(path, _articles(2))
-    elif case == "empty text":
-        _jsonl(path, [{"doc": "x", "text": "  ", "summary": "s"}])
+    elif case == "empty target":  # a blank source is an input; a blank reference is not
+        _jsonl(path, [{"doc": "x", "text": "t", "summary": "  "}])
     else:
         dataset = "mine"
         _jsonl(tmp_path / "mine/train.jsonl", _articles(2))
@@ -176,6 +176,16 @@ def test_own_summaries_errors_name_the_file_and_line(tmp_path, case, message):
     with pytest.raises(data.DataError, match=message) as err:
         data.load_summary_splits(source, 0.05, 0.05)
     assert "\n" not in str(err.value)
+
+
+def test_a_blank_source_is_an_input_like_any_other(tmp_path):
+    rows = _articles(3)
+    rows[1]["text"] = " \t "
+    _jsonl(tmp_path / "news.jsonl", rows)
+    source = data.summarization_source("news.jsonl", tmp_path, None, "text", "summary", "doc")
+    examples = data.load_summary_file(source.location, source.columns)
+    assert [e.source for e in examples] == ["article 0 text", "", "article 2 text"]
+    assert examples[1] == data.SummaryExample("a1", "", "summary 1")
 
 
 def test_any_hub_name_with_a_config_fails_offline_in_one_line(tmp_path, monkeypatch):
@@ -255,3 +265,53 @@ def test_csv_and_jsonl_few_shot_splits(tmp_path):
     (folder / "test.csv").write_text("sentence,label\nx,0\n")
     with pytest.raises(data.DataError, match="split 'test' is in 2 files"):
         data.load_few_shot_folder(folder, None, "label", ("bad", "good"))
+
+
+# A published LM-BFF split holds rows whose text is one space; they are inputs, not errors.
+BLANK_ROWS = ["title\ttopic", "the summit ends\tworld", " \t1", "shares fall\tbusiness", "\tworld"]
+
+
+def test_blank_text_rows_load_as_empty_inputs_and_blank_text_keeps_or_drops_them(tmp_path):
+    folder = _topics(tmp_path / "topics", BLANK_ROWS)
+    splits = data.load_few_shot_folder(folder, "title", "topic", TOPICS)
+    assert splits["test"] == [
+        data.ClassificationExample("the summit ends", 0),
+        data.ClassificationExample("", 1),
+        data.ClassificationExample("shares fall", 2),
+        data.ClassificationExample("", 0),
+    ]
+    kept, blank = data.apply_blank_text(splits, "keep", str(folder))
+    assert kept == splits and blank == {"train": 2, "dev": 2, "test": 2}
+    dropped, blank = data.apply_blank_text(splits, "drop", str(folder))
+    assert blank == {"train": 2, "dev": 2, "test": 2}
+    assert dropped["test"] == [
+        data.ClassificationExample("the summit ends", 0),
+        data.ClassificationExample("shares fall", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("error mode", r"topics/train.tsv:3: blank 'title' and data.prompt.blank_text is error; fill the text "
+         "in, or set blank_text to keep"),
+        ("missing label", r"topics/train.tsv:3: empty 'topic'; every row needs text there"),
+        ("missing column", r"topics/train.tsv:2: no column 'title' \(found: text, topic\)"),
+        ("empty file", r"topics/train.tsv: empty file"),
+        ("dropped to empty", r"topics: every 'train' row has blank text, so data.prompt.blank_text: drop leaves "
+         "the split empty; set blank_text to keep"),
+    ],
+)  # fmt: skip
+def test_blank_text_stays_an_error_where_it_should(tmp_path, case, message):
+    rows = {
+        "error mode": BLANK_ROWS,
+        "missing label": ["title\ttopic", "a\tworld", "b\t "],
+        "missing column": ["text\ttopic", " \tworld"],
+        "empty file": ["title\ttopic"],
+        "dropped to empty": ["title\ttopic", " \tworld", "\tsports"],
+    }[case]
+    folder = _topics(tmp_path / "topics", rows)
+    with pytest.raises(data.DataError, match=message) as err:
+        splits = data.load_few_shot_folder(folder, "title", "topic", TOPICS, blank_ok=case != "error mode")
+        data.apply_blank_text(splits, "drop", str(folder))
+    assert "\n" not in str(err.value)

@@ -108,6 +108,8 @@ def test_reward_model_and_pgg_only_params_leave_warm_start_and_baselines_cached(
         "models.summarization.reward_backbone_kind",
         "policy.summarization.wmle_weighting",
         "policy.summarization.reinforce_coef",
+        "policy.summarization.reinforce_mean",
+        "policy.summarization.reinforce_baseline",
         "loop.summarization.refit_until",
     ):
         assert stale_after_changing(stage_params, key) == {"align_pgg"}, key

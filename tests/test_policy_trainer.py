@@ -144,3 +144,28 @@ def test_pgg_reinforce_scores_samples_without_eos(tiny):
         guidance=guidance,
     )  # fmt: skip
     assert len(shown) == 2 and shown == [0, 0]  # the guidance was called each step, never shown an eos
+
+
+def test_pgg_reinforce_baseline_switch(tiny):
+    """A constant guidance reward: centred by the baseline it is 0 everywhere (no REINFORCE signal);
+    raw, as the authors' code uses it (reinforce_baseline false), it weights every sampled token."""
+    tokenizer, model, sources, labels, mask = tiny
+
+    def guidance(sample_labels, sample_mask, rows):
+        return torch.full(sample_labels.shape, 0.5) * sample_mask
+
+    pg_losses = {}
+    for baseline in (True, False):
+        config = policy_config(
+            method="pgg", steps=1, batch_size=4, k=2, reinforce_coef=1.0, max_target_tokens=4,
+            reinforce_baseline=baseline, reinforce_mean="token",
+        )  # fmt: skip
+        history = train_policy(
+            model, tokenizer, sources, labels, mask, config, token_rewards=torch.full_like(mask, 0.5) * mask,
+            guidance=guidance,
+        )  # fmt: skip
+        pg_losses[baseline] = history[0]["pg_loss"]
+    assert pg_losses[True] == pytest.approx(0.0, abs=1e-7)
+    assert pg_losses[False] > 0.1  # 0.5 x the mean NLL of the sampled tokens
+    with pytest.raises(ValueError, match="reinforce_mean"):
+        policy_config(method="pgg", reinforce_mean="batch")

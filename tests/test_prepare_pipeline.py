@@ -17,7 +17,9 @@ from tests.conftest import PROJECT_ROOT, write_params
 
 
 def test_prepare_flow_writes_every_split(tmp_path, data_root, prefect_server):
-    config = load_params(write_params(tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: prepared\n"))
+    config = load_params(
+        write_params(tmp_path, f"data:\n  root: {data_root}\n  prepared_dir: {tmp_path}/prepared\n")
+    )
     counts = prepare(config)
     assert (
         counts["summarization/train"] + counts["summarization/validation"] + counts["summarization/test"]
@@ -35,7 +37,7 @@ def test_a_split_prepared_with_other_params_stops_the_flows(tmp_path, data_root,
     """A stale data/ (prepared with another test_fraction) would be read silently: the CLI exits 2 with
     one line naming the param and the fix, before any flow runs or anything is written."""
     project = tmp_path / "project"
-    prepared = f"data:\n  root: {data_root}\n  prepared_dir: prepared\n"
+    prepared = f"data:\n  root: {data_root}\n  prepared_dir: {project}/prepared\n"
     prepare(load_params(write_params(project, prepared)))
     check_prepared(load_params(project / "params.yaml"))  # the same params pass
     params = write_params(project, prepared + "  summarization:\n    test_fraction: 0.2\n")
@@ -127,7 +129,7 @@ def _own_data(root: Path) -> None:
 OWN_DATA = """
 data:
   root: {root}
-  prepared_dir: prepared
+  prepared_dir: {root}/../prepared  # relative paths would resolve against the project root
   summarization: {{dataset: news.jsonl, source_column: body, target_column: headline, id_column: doc,
                   validation_fraction: 0.2, test_fraction: 0.2}}
   prompt: {{dataset: topics, verbalizers: [world, sports, business]}}

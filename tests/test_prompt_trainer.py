@@ -148,3 +148,17 @@ def test_gap_spread_credit_keeps_each_prompts_gap_reward_and_moves_it_between_wo
         _config("pgg", guidance_credit="gap_spread", normalize_rewards=False)
     stats = trainer.update(ids, gap)
     assert {"loss", "entropy", "guidance_correct", "guidance_pairs"} <= stats.keys()
+
+
+def test_a_blank_training_input_gives_finite_rewards_and_a_finite_step(parts):
+    """A published split's blank row is scored with the others: no error, no NaN in the gap reward or the
+    policy update."""
+    policy, reward_model, task_model, _, labels = parts
+    trainer = PromptTrainer(policy, task_model, _config("pgg", lr=1e-2, reward_fraction=1.0), reward_model)
+    generator = torch.Generator().manual_seed(0)
+    inputs = task_model.model.encode_inputs(["a great film", "", "great fun", " "])
+    ids, texts = trainer.sample(4, generator)
+    rewards, train_accuracy = trainer.score(texts, inputs, labels, generator)
+    assert torch.isfinite(rewards).all() and ((0 <= train_accuracy) & (train_accuracy <= 1)).all()
+    stats = trainer.update(ids, rewards)
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())

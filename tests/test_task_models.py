@@ -143,6 +143,10 @@ def test_bpe_tokenizer_segments_match_whole_string_and_verbalizers_take_the_spac
     assert tokenizer.convert_ids_to_tokens(topic.verbalizer_ids.tolist()) == ["it", "Ġthe"]
     ids = topic.sequence_ids("it was", topic.encode_inputs(["a fine film"]).data[0])
     assert ids == tokenizer("<mask> it was a fine film", add_special_tokens=False)["input_ids"]
+    # A blank input is no tokens: the template without it, not a lone-space token.
+    assert topic.encode_inputs(["  "]).data == [[]]
+    ids = topic.sequence_ids("it was", topic.encode_inputs([""]).data[0])
+    assert ids == tokenizer("<mask> it was", add_special_tokens=False)["input_ids"]
 
 
 def test_minilm_prototype_it_was_beats_no_prompt():
@@ -221,3 +225,33 @@ def test_prefix_lm_prompt_changes_how_the_input_is_read(tiny_encoder):
     assert not torch.allclose(read_a, read_b)
     assert not torch.allclose(read_a[:, 0], embedding)
     assert build_task_model("tiny", "sst-2", "prefix_lm").reading == "filled"
+
+
+# --- blank inputs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind", ["prototype", "prefix_lm filled", "prefix_lm conditioned", "prefix_lm combined", "masked_lm sst-2",
+             "masked_lm agnews"]
+)  # fmt: skip
+def test_a_blank_input_is_scored_like_any_other(tiny_encoder, tiny_mlm, kind):
+    """Published few-shot splits hold blank rows: the model sees only the prompt and the verbalizers."""
+    from components.task_models import PrefixLMTaskModel
+
+    name, _, option = kind.partition(" ")
+    if name == "prototype":
+        model = PrototypeTaskModel(*tiny_encoder, verbalizers_for("sst-2"))
+    elif name == "prefix_lm":
+        model = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("sst-2"), reading=option, batch_size=2)
+    else:
+        model = MaskedLMTaskModel(*tiny_mlm, verbalizers_for(option), template_for(option), batch_size=2)
+    texts = ["", TEXTS[0], "   ", TEXTS[1]]  # a blank row first and in a later batch
+    prompts = ["it was", "the movie is really"]
+    probs = model.class_probs(prompts, model.encode_inputs(texts))
+    baseline = model.no_prompt_class_probs(texts)
+    for scores in (probs, baseline):
+        assert torch.isfinite(scores).all() and torch.allclose(scores.sum(-1), torch.ones(scores.shape[:2]))
+    assert torch.allclose(probs[:, 0], probs[:, 2], atol=1e-6)  # whitespace is no input at all
+    alone = model.class_probs(prompts, [""])
+    assert torch.allclose(alone[:, 0], probs[:, 0], atol=1e-5)  # batched with others, padding does not leak
+    assert not torch.allclose(probs[0, 0], probs[1, 0])  # the prompt still moves the blank row's score
