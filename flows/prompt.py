@@ -383,6 +383,7 @@ def _fingerprint(config: Config, method: str) -> str:
     return content_hash(
         method,
         config.runtime.seed,
+        config.runtime.threads,  # the thread count changes CPU sums' last bits (docs/reproducibility.md)
         code_hash(f"prompt_{method}"),  # a block of other code is stale, as DVC sees the stage
         split_file(config, "train"),
         split_file(config, "dev"),

@@ -469,7 +469,10 @@ def _fingerprint(config: Config, method: str, warm: Path) -> str:
     # not state.json: it holds wall-clock seconds
     weights = sorted([*Path(warm).glob("*.safetensors"), *Path(warm).glob(REFERENCE_FILE)])
     # the code too: an iteration of other code is stale, as DVC sees the stage (the same closure)
-    return content_hash(method, config.runtime.seed, weights, code_hash(f"align_{method}"), *sections)
+    # runtime.threads: the thread count changes CPU sums' last bits, and seqpg's samples with them
+    return content_hash(
+        method, config.runtime.seed, config.runtime.threads, weights, code_hash(f"align_{method}"), *sections
+    )
 
 
 def _warm_start_on_disk(config: Config) -> Path:
