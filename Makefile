@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 CORPORA_SOURCE ?= ../shared/data
 
-.PHONY: install corpora run test lint ui bench clean
+.PHONY: install corpora run test lint ui bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,18 @@ test: install corpora
 lint: install
 	$(VENV)/bin/ruff check components flows tests bench
 	$(VENV)/bin/ruff format --check components flows tests bench
+
+# The maintained benchmarks (bench/; each script's docstring has its options). `make bench` reruns them
+# all and rewrites their BENCHMARKS.md sections: many hours on a 2-core CPU. `make bench-smoke` runs
+# each on tiny models (minutes in all) and writes nothing: BENCH_FLAGS=--smoke.
+BENCHES := summarization prompt_sample_efficiency guidance_fit orchestration dvc_rerun memory disk_usage gpu_check
+BENCH_FLAGS ?=
+
+bench: install corpora
+	set -e; for name in $(BENCHES); do echo "== bench.$$name $(BENCH_FLAGS)"; $(PY) -m bench.$$name $(BENCH_FLAGS); done
+
+bench-smoke:
+	$(MAKE) bench BENCH_FLAGS=--smoke
 
 ui: install
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (the Model training view)"

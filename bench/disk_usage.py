@@ -1,6 +1,7 @@
 """Disk per checkpoint kind with the real embedded MiniLM, and the default pipeline's totals from them.
 
     python -m bench.disk_usage [--before before.json] [--json out.json] [--no-write]
+    python -m bench.disk_usage --smoke      # tiny models, seconds: prints the section, writes nothing
         [--workspace . --cache-before-mib N]
 
 Runs the summarization pgg loop and the prompt pgg search for a few steps (every size below depends on
@@ -57,16 +58,17 @@ def size(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / MB if path.exists() else 0.0
 
 
-def measure(tmp: Path) -> dict[str, float]:
+def measure(tmp: Path, params: Path, changes: dict) -> dict[str, float]:
+    """``changes``: more params changes (the smoke run's tiny models)."""
     from flows import prompt as p
     from flows import summarization as s
-    from flows.config import DEFAULT_PARAMS, load_params
+    from flows.config import load_params
     from flows.prepare import prepare
 
     paths = {"data.prepared_dir": str(tmp / "data"), "runtime.runs_dir": str(tmp / "runs")}
-    default = load_params(DEFAULT_PARAMS, paths)
+    default = load_params(params, paths)
     counts = prepare(default)  # the full splits: the encoder cache scales with them
-    config = load_params(DEFAULT_PARAMS, {**paths, **SUMMARIZATION, **PROMPT})
+    config = load_params(params, {**paths, **SUMMARIZATION, **PROMPT, **changes})
     prepare(config)
     s.warmstart_flow(config)
     s.align_flow(config, "pgg")
@@ -172,26 +174,31 @@ def workspace_totals(workspace: Path, cache_before_mib: float) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from bench.report import TINY_PROMPT, TINY_SUMMARIZATION, add_smoke_flag, smoke_mode, write_section
+    from flows.config import DEFAULT_PARAMS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="--json of this script on the code before")
     parser.add_argument("--json", type=Path, help="write the measured sizes here")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite the BENCHMARKS section")
     parser.add_argument("--workspace", type=Path, help="a repository after a finished default `make run`")
     parser.add_argument("--cache-before-mib", type=float, default=0.0, help="its .dvc/cache before that run")
-    args = parser.parse_args()
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    smoke_mode(args.smoke)
+    changes = {**TINY_SUMMARIZATION, **SUMMARIZATION, **TINY_PROMPT, **PROMPT} if args.smoke else {}
     from prefect.testing.utilities import prefect_test_harness
 
     with tempfile.TemporaryDirectory(prefix="pgg-disk-") as tmp, prefect_test_harness(180):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        sizes = measure(Path(tmp))
+        sizes = measure(Path(tmp), args.params, changes)
     if args.json:
         args.json.write_text(json.dumps(sizes, indent=2))
     print(json.dumps(sizes, indent=2))
     if args.no_write:
         return
-    from bench.report import write_section
-
     before = json.loads(args.before.read_text()) if args.before else None
     estimate = default_totals(sizes, compacted=True)
     old = default_totals(before, compacted=False) if before and "policy_warmstart" in before else None

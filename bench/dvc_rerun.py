@@ -1,6 +1,7 @@
 """`dvc repro` with nothing changed, and after changing only an evaluation parameter.
 
     python -m bench.dvc_rerun
+    python -m bench.dvc_rerun --smoke   # the warm start and two evaluations, one round: prints, writes nothing
 
 In a throwaway git + DVC repository (this project's components/, flows/ and dvc.yaml; tiny models,
 params otherwise the defaults) the summarization stages run once; then, side by side, a no-op
@@ -11,6 +12,7 @@ Every stage process talks to one Prefect server started here (as with `PREFECT_A
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -25,13 +27,14 @@ import yaml
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a loaded machine
 
-from bench.report import markdown_table, write_section  # noqa: E402
+from bench.report import add_smoke_flag, markdown_table, smoke_mode, write_section  # noqa: E402
 from flows.config import PROJECT_ROOT  # noqa: E402
 
 DATA_ROOT = (PROJECT_ROOT.parent / "shared" / "data").resolve()
 STAGES = ["summarize_warmstart", "align_pgg", "align_mle", "align_seqpg"] + [
     f"evaluate_summarization@{m}" for m in ("lead", "warmstart", "pgg", "mle", "seqpg")
 ]
+SMOKE_STAGES = ["summarize_warmstart", "evaluate_summarization@lead", "evaluate_summarization@warmstart"]
 TINY = {
     "data.summarization.max_train_examples": 24,
     "data.summarization.max_eval_examples": 6,
@@ -62,10 +65,16 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    smoke_mode(args.smoke)
+    stages, rounds = (SMOKE_STAGES, 1) if args.smoke else (STAGES, 3)
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="pgg-dvc-bench-") as tmp, prefect_test_harness(180):
         repo = Path(tmp) / "repo"
@@ -95,13 +104,13 @@ def main() -> None:
 
         run("git", "init", "-q")
         run("dvc", "init", "-q")
-        _, first = run("dvc", "repro", *STAGES)
+        _, first = run("dvc", "repro", *stages)
         times: dict[str, list[float]] = {"dvc --version": [], "dvc status": [], "dvc repro (no-op)": []}
-        for _ in range(3):  # interleaved
+        for _ in range(rounds):  # interleaved
             times["dvc --version"].append(run("dvc", "--version")[1])
-            out, seconds = run("dvc", "status", *STAGES)
+            out, seconds = run("dvc", "status", *stages)
             times["dvc status"].append(seconds)
-            out, seconds = run("dvc", "repro", *STAGES)
+            out, seconds = run("dvc", "repro", *stages)
             if "Running stage" in out:
                 raise SystemExit(f"no-op repro ran stages: {out[-1000:]}")
             times["dvc repro (no-op)"].append(seconds)
@@ -109,7 +118,7 @@ def main() -> None:
 
         params["eval"]["summarization"]["lead_k"] += 1
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        out, changed = run("dvc", "repro", *STAGES)
+        out, changed = run("dvc", "repro", *stages)
         ran = re.findall(r"Running stage '([^']+)'", out)
         loads.append(os.getloadavg()[0])
 
@@ -120,8 +129,8 @@ def main() -> None:
     ]
     evaluation_only = all(stage.startswith("evaluate_summarization@") for stage in ran)
     body = (
-        f"The 9 summarization stages with tiny models in a throwaway repository (first `dvc repro`: "
-        f"{first:.0f} s). Three interleaved rounds:\n\n"
+        f"The {len(stages)} summarization stages with tiny models in a throwaway repository (first `dvc repro`: "
+        f"{first:.0f} s). {rounds} interleaved round(s):\n\n"
         + markdown_table(["command", "min s", "median s", "vs `dvc --version`"], rows)
         + f"\n\nAfter changing only `eval.summarization.lead_k`: `dvc repro` ran {len(ran)} stages in "
         f"{changed:.0f} s: {', '.join(f'`{s}`' for s in ran)}; "
@@ -135,7 +144,7 @@ def main() -> None:
         "(2-core machine shared with other jobs)."
     )
     print(body)
-    if "--no-write" not in sys.argv:
+    if not args.no_write:
         write_section(
             "dvc_rerun", "DVC: no-op rerun and an evaluation-only change", body, "python -m bench.dvc_rerun"
         )

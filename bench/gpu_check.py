@@ -1,7 +1,7 @@
 """Device check: a tiny end-to-end pgg loop, then throughput, on whatever device is present (< 5 min).
 
     python -m bench.gpu_check                 # minilm BERT2BERT policy, cuda if visible, else CPU
-    python -m bench.gpu_check --model tiny    # seconds, for a smoke test
+    python -m bench.gpu_check --smoke         # tiny policy, 8 articles, seconds: prints, writes nothing
 
 The loop runs every stage of one pgg iteration on synthetic articles (no data files needed): sample K
 per article, rank by ROUGE, fit the guidance, reward the references, weighted-MLE steps, greedy
@@ -18,11 +18,12 @@ import math
 import os
 import random
 import time
+from pathlib import Path
 
 import torch
 
 import flows  # noqa: F401  (offline defaults)
-from bench.report import markdown_table, write_section
+from bench.report import add_smoke_flag, markdown_table, write_section
 from components.encoder_cache import encode_sources
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_model
@@ -41,7 +42,7 @@ from components.seq2seq_policy import (
     tokenize_sources,
 )
 from flows.common import pick_device
-from flows.config import load_params
+from flows.config import DEFAULT_PARAMS, load_params
 from flows.distributed import Hardware, make_accelerator
 
 WORDS = (
@@ -70,7 +71,7 @@ def timed(fn, device):
     return value, time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help="minilm (default) | tiny | a hub seq2seq name")
     parser.add_argument("--articles", type=int, default=48)
@@ -79,7 +80,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="weighted-MLE steps per timing round")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
-    args = parser.parse_args()
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="the guidance fit's settings")
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.articles, args.batch, args.steps, args.no_write = "tiny", 8, 4, 1, True
     device = pick_device(args.device)
     started = time.perf_counter()
     torch.manual_seed(0)
@@ -109,7 +114,7 @@ def main() -> None:
     start = time.perf_counter()
     reward_tokenizer, reward_model = TokenRewardModel.from_spec(spec, head_hidden=256, freeze_backbone=True)
     accelerator = make_accelerator(Hardware(device=args.device))
-    params = load_params()
+    params = load_params(args.params)
     guidance_config = dataclasses.replace(
         params.guidance.summarization.trainer_config(0, 12, 128), epochs=2, batch_size=args.batch
     )

@@ -2,6 +2,7 @@
 synthetic known-credit set, token-level model vs the Bradley-Terry sequence baseline on held-out pairs.
 
     python -m bench.guidance_fit [--seeds 0 1 2] [--pairs 300] [--threads 1]
+    python -m bench.guidance_fit --smoke     # tiny backbone, one seed, seconds: prints the section
 """
 
 from __future__ import annotations
@@ -15,24 +16,28 @@ from pathlib import Path
 
 import torch
 
-from bench.report import markdown_table, write_section
+from bench.report import add_smoke_flag, markdown_table, smoke_mode, write_section
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec
 from components.preference_data import load_preference_data, split_held_out
 from components.reward_model import TokenRewardModel
 from components.sequence_reward_model import BaselineConfig, BradleyTerryTrainer, SequenceRewardModel
 from components.synthetic_preferences import word_credit, write_synthetic_pairs
-from flows.config import load_params
+from flows.config import DEFAULT_PARAMS, load_params
+
+# tiny backbone, short fits: the smoke run's params changes
+SMOKE = {"guidance_fit.backbone": "tiny", "guidance_fit.head_hidden": 16, "guidance_fit.epochs": 2,
+         "guidance_fit.baseline_epochs": 2}  # fmt: skip
 
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def checkpoint_sizes(head_hidden: int) -> dict:
+def checkpoint_sizes(head_hidden: int, backbone: str = "minilm") -> dict:
     """Bytes on disk of one refit's save: the old way (backbone copied) and the new (head + reference)."""
     _, model = TokenRewardModel.from_spec(
-        ModelSpec("minilm", "causal_lm"), head_hidden=head_hidden, freeze_backbone=True
+        ModelSpec(backbone, "causal_lm"), head_hidden=head_hidden, freeze_backbone=True
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -82,16 +87,21 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.pairs = args.seeds[:1], 40
+        smoke_mode(True)
     torch.set_num_threads(args.threads)
-    section = load_params().guidance_fit
+    section = load_params(args.params, SMOKE if args.smoke else None).guidance_fit
     # guidance_fit's head, and the 2048-wide head of the summarization / prompt loops' refits
-    all_sizes = {h: checkpoint_sizes(h) for h in dict.fromkeys([section.head_hidden, 2048])}
+    all_sizes = {h: checkpoint_sizes(h, section.backbone) for h in dict.fromkeys([section.head_hidden, 2048])}
     sizes = all_sizes[section.head_hidden]
     print(all_sizes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 
     python -m bench.memory                 # quick default, step counts cut (memory does not grow with steps)
     python -m bench.memory --full-steps    # the quick default exactly (hours on a 2-core CPU)
+    python -m bench.memory --smoke         # tiny models: the floor and two stages; prints, writes nothing
 
 Each stage runs as its own `python -m flows STAGE` process in a throwaway runs folder, with the
 quick default params (all data, MiniLM models, batch 32, K=3, 128 articles per iteration) except
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import yaml
 
-from bench.report import markdown_table, write_section
+from bench.report import (
+    TINY_SUMMARIZATION,
+    add_smoke_flag,
+    laid_over,
+    markdown_table,
+    nested,
+    smoke_mode,
+    write_section,
+)
 from flows.config import PROJECT_ROOT
 
 DATA_ROOT = (PROJECT_ROOT.parent / "shared" / "data").resolve()
@@ -44,11 +53,13 @@ def run_measured(args: list[str], env: dict, cwd: Path) -> tuple[float, float]:
     return int(line[1]) / 1024, float(line[2])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-steps", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    smoke_mode(args.smoke)
     loads = [os.getloadavg()[0]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="pgg-memory-") as tmp:
@@ -61,6 +72,8 @@ def main() -> None:
             params["loop"]["summarization"].update(
                 {k: v for k, v in CUT_STEPS.items() if k != "warmstart_steps"}
             )
+        if args.smoke:
+            laid_over(params, nested(TINY_SUMMARIZATION))
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         env = {
@@ -72,12 +85,13 @@ def main() -> None:
         floor, _ = run_measured([sys.executable, "-c", "import flows.summarization"], env, PROJECT_ROOT)
         rows.append(["import the flows only (floor)", f"{floor:.0f}", "", "1.00x"])
         flows_cmd = [sys.executable, "-m", "flows"]
-        for stage, extra in (
+        stages = (
             ("prepare", []),
             ("summarize-warmstart", []),
             ("summarize-align", ["--method", "pgg"]),
             ("summarize-evaluate", ["--method", "pgg"]),
-        ):
+        )
+        for stage, extra in stages[:2] if args.smoke else stages:
             peak, seconds = run_measured(
                 [*flows_cmd, stage, *extra, "--params", str(path)], env, PROJECT_ROOT
             )

@@ -1,6 +1,8 @@
 """What Prefect + MLflow cost on top of the science, and what the task cache saves.
 
     python -m bench.orchestration            # tiny and small-MiniLM loops; sections orchestration, cache_hits
+    python -m bench.orchestration --per-call # the fixed cost per Prefect / MLflow call (fast)
+    python -m bench.orchestration --smoke    # the tiny loop once, no warm-up round: prints, writes nothing
 
 Overhead: the pgg loop (warm start, then sample, rank, fit guidance, weighted MLE, evaluate per
 iteration) through ``align_flow`` (Prefect tasks and subflows, content-hash caching, MLflow metrics,
@@ -30,21 +32,20 @@ import yaml
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a loaded machine
 
 import flows  # noqa: F401, E402  (project Prefect home, offline hub)
-from bench.report import markdown_table, write_section
+from bench.report import (
+    TINY_SUMMARIZATION,
+    add_smoke_flag,
+    laid_over,
+    markdown_table,
+    nested,
+    smoke_mode,
+    write_section,
+)
 from flows.config import PROJECT_ROOT, load_params
 
 DATA_ROOT = (PROJECT_ROOT.parent / "shared" / "data").resolve()
 
-TINY = {
-    "data": {"summarization": {"max_train_examples": 24, "max_eval_examples": 6}},
-    "models": {"summarization": {"policy": "tiny", "reward_backbone": "tiny", "decoder_layers": None,
-                                 "reward_decoder_layers": None}},
-    "sampling": {"summarization": {"articles_per_iteration": 10, "max_source_tokens": 24, "max_target_tokens": 6}},
-    "guidance": {"summarization": {"epochs": 2, "head_hidden": 16, "freeze_backbone": False,
-                                   "val_fraction": 0.3, "preference": "embedding"}},
-    "policy": {"summarization": {"warmstart_steps": 2, "batch_size": 4, "sampled_articles": 2}},
-    "loop": {"summarization": {"policy_steps": 4, "refit_every": 2, "refit_until": 2}},
-}  # fmt: skip
+TINY = nested(TINY_SUMMARIZATION)
 SMALL = {  # the quick default's models and settings, on few articles and steps
     "data": {"summarization": {"max_train_examples": 96, "max_eval_examples": 16}},
     "sampling": {"summarization": {"articles_per_iteration": 16}},
@@ -55,19 +56,10 @@ SMALL = {  # the quick default's models and settings, on few articles and steps
 SIZES = {"tiny": TINY, "small": SMALL}
 
 
-def _merge(tree: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _merge(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
-
-
 def make_config(folder: Path, size: str):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    _merge(params, SIZES[size])
-    _merge(params, {"data": {"root": str(DATA_ROOT), "prepared_dir": str(folder / "data")},
+    laid_over(params, SIZES[size])
+    laid_over(params, {"data": {"root": str(DATA_ROOT), "prepared_dir": str(folder / "data")},
                     "runtime": {"runs_dir": str(folder / "runs")}})  # fmt: skip
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -139,13 +131,15 @@ def task_states(flow_state) -> Counter:
     return Counter({key: n for key, n in counts.items() if key[0] not in subflow_placeholders})
 
 
-def measure(size: str, repeats: int, root: Path) -> dict:
+def measure(size: str, repeats: int, root: Path, warm_up: bool = True) -> dict:
     from flows import summarization as s
     from flows.prepare import prepare
 
     times = {"plain": [], "flow": []}
     cache = {}
-    first = -1 if size == "tiny" else 0  # round -1 warms the process up (imports, first loads): not counted
+    first = (
+        -1 if size == "tiny" and warm_up else 0
+    )  # round -1 warms the process up (imports, first loads): not counted
     for repeat in range(first, repeats):
         for mode in ("plain", "flow"):
             folder = root / f"{size}-{mode}-{repeat}"
@@ -273,13 +267,17 @@ def per_call_costs(calls: int, write: bool) -> None:
                       "python -m bench.orchestration --per-call")  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--per-call", action="store_true", help="only the fixed cost per call (fast)")
     parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.repeats = ["tiny"], 1
+        smoke_mode(True)
     if args.per_call:
         return per_call_costs(50, not args.no_write)
     loads = [os.getloadavg()[0]]
@@ -294,7 +292,7 @@ def main() -> None:
         start = time.perf_counter()
         noop()  # starts the temporary Prefect server (if no PREFECT_API_URL), once per process
         server_seconds = time.perf_counter() - start
-        results = {size: measure(size, args.repeats, Path(tmp)) for size in args.sizes}
+        results = {size: measure(size, args.repeats, Path(tmp), not args.smoke) for size in args.sizes}
         loads.append(os.getloadavg()[0])
 
     rows = []

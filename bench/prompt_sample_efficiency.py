@@ -1,10 +1,14 @@
 """Prompt sample efficiency (issue #14): test accuracy against task-model queries, pgg vs seqpg vs random.
 
     python -m bench.prompt_sample_efficiency [--dataset sst-2] [--seeds 13 21 42 87 100] [--threads 2]
+    python -m bench.prompt_sample_efficiency --dataset agnews --test-cap 2000   # AG News, ~1 h per seed
     python -m bench.prompt_sample_efficiency --runs-root runs --seeds 13   # read a finished `make run`
+    python -m bench.prompt_sample_efficiency --smoke                       # tiny models, seconds
 
 Every data seed runs the quick default of ``params.yaml`` (each search method scores the same 2,640
-prompts on the training split) and its test evaluation. Evaluation writes both selections after every
+prompts on the training split) and its test evaluation, through the pipeline's own flows
+(flows.prompt.search_flow, evaluate_flow): the numbers are the pipeline's. ``--test-cap`` caps the test
+split (AG News has 7,600 rows, shuffled, classes balanced in its first rows; SST-2 uses all 1,821). Evaluation writes both selections after every
 block of a search against the queries spent so far (``metrics/prompt/*/{method}_queries.json``); a
 block's policy is exactly the final policy of a search with that budget, so one search per method and
 seed gives every budget (test: ``test_query_curve_gives_each_budget_...``). Policy selection: the
@@ -23,16 +27,18 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, mean_sd, write_section
+from bench.report import TINY_PROMPT, add_smoke_flag, markdown_table, mean_sd, smoke_mode, write_section
 from flows.config import DEFAULT_PARAMS, load_params
 
 ROOT = Path("runs/bench/prompt_sample_efficiency")
+SMOKE = {**TINY_PROMPT, "runtime.threads": 1}
 SEARCHES = ("pgg", "seqpg", "random")
 FIXED = ("manual", "none")
 # (method, selection key, label): what the figure and the tables show
@@ -45,12 +51,20 @@ LINES = (
 )
 
 
-def run_seed(params: Path, dataset: str, seed: int, runs_root: Path, threads: int) -> dict:
+def seed_config(
+    params: Path, dataset: str, seed: int, runs_root: Path, threads: int, changes: dict | None = None
+):
+    """The params of one data seed's runs; ``changes``: more params changes (--test-cap, --smoke)."""
+    overrides = {"data.prompt.dataset": dataset, "data.prompt.seed": seed, "runtime.runs_dir": str(runs_root)}
+    return load_params(params, {**overrides, "runtime.threads": threads, **(changes or {})})
+
+
+def run_seed(config) -> dict:
+    """Every method of one data seed through the pipeline's flows; each method's query curve."""
     from flows.prepare import prepare
     from flows.prompt import evaluate_flow, metrics_dir, search_flow, split_file
 
-    overrides = {"data.prompt.dataset": dataset, "data.prompt.seed": seed, "runtime.runs_dir": str(runs_root)}
-    config = load_params(params, {**overrides, "runtime.threads": threads})
+    seed = config.data.prompt.seed
     if not split_file(config, "test").exists():
         prepare(config)
     result = {"seed": seed, "seconds": {}, "load": []}
@@ -97,7 +111,9 @@ def figure(results: list[dict], dataset: str) -> Figure:
     return fig
 
 
-def report(results: list[dict], dataset: str, params: Path, oracle: float | None = None) -> None:
+def report(
+    results: list[dict], dataset: str, params: Path, oracle: float | None = None, figures: Path = Path("docs")
+) -> None:
     import mlflow
 
     from flows.tracking import pipeline_run
@@ -156,7 +172,7 @@ def report(results: list[dict], dataset: str, params: Path, oracle: float | None
         )
     loads = [x for r in results for x in r["load"]]
     seconds = {m: statistics.mean(r["seconds"][m] for r in results) for m in SEARCHES}
-    image = Path(f"docs/sample-efficiency-{dataset}.png")
+    image = figures / f"sample-efficiency-{dataset}.png"
     fig = figure(results, dataset)
     fig.savefig(image, dpi=120)
     body = f"""{dataset}, quick default (`params.yaml`: MiniLM prototype task model, 128 warm-up lists of 5,
@@ -196,7 +212,7 @@ during the runs {min(loads):.1f}-{max(loads):.1f} (2-core machine)."""
                 mlflow.log_metric(f"queries/{method}/{key}", statistics.mean(values), step=queries)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -204,19 +220,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42, 87, 100])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--test-cap", type=int, default=None, help="at most this many test rows")
     parser.add_argument(
         "--oracle", type=float, default=None, help="the task model's test oracle (best prompt on test)"
     )
-    parser.add_argument("--runs-root", type=Path, default=ROOT / "runs")
-    args = parser.parse_args()
-    ROOT.mkdir(parents=True, exist_ok=True)
-    path = ROOT / f"results-{args.dataset}.json"
+    parser.add_argument("--root", type=Path, default=ROOT, help="results, and runs/ unless --runs-root")
+    parser.add_argument("--runs-root", type=Path, default=None)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    changes = {"eval.prompt.max_test_examples": args.test_cap} if args.test_cap else {}
+    figures = Path("docs")
+    if args.smoke:  # one seed of tiny models in a throwaway folder (unless --root names one)
+        args.root = Path(tempfile.mkdtemp(prefix="bench-prompt-")) if args.root == ROOT else args.root
+        args.seeds, figures = args.seeds[:1], args.root
+        changes = {**SMOKE, "data.prepared_dir": str(args.root / "data"), **changes}
+        smoke_mode(True, args.root)
+    runs_root = args.runs_root or args.root / "runs"
+    args.root.mkdir(parents=True, exist_ok=True)
+    path = args.root / f"results-{args.dataset}.json"
     results = json.loads(path.read_text()) if path.exists() else []
     for seed in args.seeds:
         if seed not in {r["seed"] for r in results}:
-            results.append(run_seed(args.params, args.dataset, seed, args.runs_root, args.threads))
+            config = seed_config(args.params, args.dataset, seed, runs_root, args.threads, changes)
+            results.append(run_seed(config))
             path.write_text(json.dumps(results, indent=2))
-    report(results, args.dataset, args.params, args.oracle)
+    report(results, args.dataset, args.params, args.oracle, figures)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Summarization benchmark: the quick default over several seeds, ours against its baselines.
 
     python -m bench.summarization --seeds 0 1 2
+    python -m bench.summarization --smoke        # tiny models, one seed, seconds: prints the section
     python -m bench.summarization --seeds 0 --section summarization_regime --no-variant \
         --set data.summarization.test_fraction=0.2 --set loop.summarization.policy_steps=300   # a profile
 
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +27,21 @@ import torch
 import yaml
 
 import flows  # noqa: F401  (project-local Prefect home, offline hub)
-from bench.report import markdown_table, mean_sd, write_section
+from bench.report import (
+    TINY_SUMMARIZATION,
+    add_smoke_flag,
+    markdown_table,
+    mean_sd,
+    smoke_mode,
+    write_section,
+)
 from components.statistics import paired_bootstrap
 from flows.config import DEFAULT_PARAMS, load_params
 
 METHODS = ("pgg", "pgg_exp", "mle", "seqpg", "warmstart", "lead")
 # pgg again with the authors' code's softer weights w_t ∝ exp(r_t), in its own runs folder
 VARIANT = {"policy.summarization.wmle_weighting": "exp_reward"}
+SMOKE = {**TINY_SUMMARIZATION, "runtime.threads": 1}  # tiny models, 24 articles, 4 policy steps, one refit
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -145,7 +155,7 @@ def validation_table(seeds: list[dict], methods: list[str], refit_every: int) ->
     return markdown_table(["policy steps", *methods], rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -169,8 +179,13 @@ def main() -> None:
         action="store_true",
         help="write the section from the seeds' saved results (seeds run in separate processes)",
     )
-    args = parser.parse_args()
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
     sets = parse_sets(args.sets)
+    if args.smoke:  # one seed of tiny models in a throwaway folder, no variant run
+        args.runs_root = tempfile.mkdtemp(prefix="bench-summarization-")
+        args.seeds, args.no_variant, sets = args.seeds[:1], True, {**SMOKE, **sets}
+        smoke_mode(True, Path(args.runs_root))
     config = load_params(args.params, sets)  # a bad --set stops here, before any compute
     runs_root = Path(args.runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
@@ -192,8 +207,6 @@ def main() -> None:
     if args.report_only:
         loads = [r["load"] for r in seeds if "load" in r] or [float("nan")]
         if args.threads:  # the section's "Measured ... torch threads" names the runs', not this process's
-            import torch
-
             torch.set_num_threads(args.threads)
 
     methods = [m for m in METHODS if all(m in r["test"] for r in seeds)]

@@ -8,6 +8,8 @@ evaluations (prompts scored on the training set):
   seqpg   REINFORCE where the whole prompt's gap reward weights every token (mean baseline)
   random  uniform random prompts from the policy's action space
   none    no prompt;  manual  eval.prompt.manual_prompts[dataset]   (no search)
+The search itself (a block's steps, the refit schedule, both selections) is components.prompt_search;
+this module runs it as Prefect tasks with checkpoints, resume and MLflow. bench/ calls these flows.
 
 Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
   embeddings/{split}.pt         task-model encoding of each split, computed once, shared by all methods
@@ -43,8 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import mlflow
@@ -53,11 +53,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from components import data
-from components.gap_reward import ScoredPrompts, accuracy, rank_by_reward, select_prompt
+from components.gap_reward import accuracy
 from components.guidance_trainer import GuidanceTrainer
 from components.models import ModelSpec, load_tokenizer
-from components.preferences import RankedList, resampled_lists
+from components.preferences import resampled_lists
 from components.prompt_policy import PromptPolicy, build_prompt_policy
+from components.prompt_search import (
+    guidance_window,
+    rank_policy_prompts,
+    ranked_lists,
+    refit_due,
+    run_block,
+    scored_batches,
+    selections,
+)
 from components.prompt_trainer import ADAPTOR_FILE, OPTIMIZER_FILE, PromptTrainer
 from components.reward_model import TokenRewardModel
 from components.task_models import EncodedInputs, build_task_model, template_for, verbalizers_for
@@ -163,26 +172,6 @@ def _read_prompts(path: Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _scored_batches(records: list[dict]) -> list[tuple[list[str], list[float]]]:
-    """(prompts, rewards) of each scored batch of one block (its prompts share one example subset)."""
-    groups: dict[int, list[dict]] = defaultdict(list)
-    for record in records:
-        groups[record["batch"]].append(record)
-    return [
-        ([r["prompt"] for r in group], [r["reward"] for r in group]) for _, group in sorted(groups.items())
-    ]
-
-
-def _ranked_lists(records: list[dict]) -> list[RankedList]:
-    groups: dict[int, list[dict]] = defaultdict(list)
-    for record in records:
-        groups[record["list"]].append(record)
-    return [
-        RankedList(None, [r["prompt"] for r in group], [r["reward"] for r in group])
-        for _, group in sorted(groups.items())
-    ]
-
-
 # --- tasks ------------------------------------------------------------------------------------
 
 
@@ -241,23 +230,17 @@ def fit_guidance(
         )
     files = [_read_prompts(path) for path in prompts_files]
     if guidance.resampled_lists:
-        batches = [batch for records in files for batch in _scored_batches(records)]
+        batches = [batch for records in files for batch in scored_batches(records)]
         lists, val_lists = resampled_lists(
             batches, config.sampling.prompt.k, guidance.resampled_lists, guidance.val_fraction,
             torch.Generator().manual_seed(settings.seed),
         )  # fmt: skip
     else:
-        lists, val_lists = [ranked for records in files for ranked in _ranked_lists(records)], None
+        lists, val_lists = [ranked for records in files for ranked in ranked_lists(records)], None
     fitted = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None)
     report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     save_guidance(model, Path(out), {"iteration": iteration, "step": step, **report})
     return report
-
-
-def _guidance_data(history: list[Path], config: Config) -> list[Path]:
-    """The prompts files a refit learns from: the last window_blocks blocks (null: all of them)."""
-    window = config.guidance.prompt.window_blocks
-    return history if window is None else history[-window:]
 
 
 def _trainer(
@@ -300,74 +283,24 @@ def search_block(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = _trainer(config, method, iteration, start, guidance_dir, device)
-    train, labels = _load_encoded(embedding_file(config, "train"), device)
-    dev, dev_labels = _load_encoded(embedding_file(config, "dev"), device)
-    scored = ScoredPrompts()  # every prompt so far, earlier blocks too: the best one is logged
-    for path in history:
-        for record in _read_prompts(path):
-            scored.add(record["prompt"], record["reward"], record["train_accuracy"])
-    dev_accuracy: dict[str, float] = {}
-    k, records, rows, window, step_losses = config.sampling.prompt.k, [], [], defaultdict(list), []
-    started = time.perf_counter()
-    steps = config.prompt_block_steps(iteration)
-    for position, (step, n) in enumerate(steps):
-        ids, texts = trainer.sample(n, generator)  # 1. prompts from the policy (random: uniform)
-        rewards, train_accuracy = trainer.score(texts, train, labels, generator)  # 2. gap reward: queries
-        for text, reward, acc in zip(texts, rewards.tolist(), train_accuracy.tolist(), strict=True):
-            records.append({"step": step, "batch": position, "list": len(records) // k, "prompt": text,
-                            "reward": reward, "train_accuracy": 100 * acc})  # fmt: skip
-            scored.add(text, reward, 100 * acc)
-        window["reward"] += rewards.tolist()
-        if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
-            for key, value in trainer.update(ids, rewards).items():
-                window[key].append(value)
-            step_losses.append(window["loss"][-1])
-            for _ in range(trainer.config.guidance_updates if method == "pgg" else 0):  # the surrogate
-                for key, value in trainer.guidance_update(trainer.config.guidance_samples, generator).items():
-                    window[key].append(value)
-        if position == len(steps) - 1 or (step > 0 and step % config.eval.prompt.log_every == 0):
-            best = scored.best()
-            if best not in dev_accuracy:
-                dev_accuracy[best] = (
-                    100 * accuracy(trainer.task_model.class_probs([best], dev), dev_labels).item()
-                )
-            rows.append(
-                _log_row(step, len(scored), window, scored, best, dev_accuracy[best], started, position)
-            )
-            window = defaultdict(list)
+    splits = {split: _load_encoded(embedding_file(config, split), device) for split in ("train", "dev")}
+    history_records = [record for path in history for record in _read_prompts(path)]
+    block = run_block(
+        trainer, method, iteration, config.prompt_block_steps(iteration), generator, splits, history_records,
+        config.sampling.prompt.k, config.eval.prompt.log_every,
+    )  # fmt: skip
     if method != "random":
         trainer.save(out_dir)
-    atomic_write_text(out_dir / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    result = {"rows": rows, "step_losses": step_losses}
+    atomic_write_text(out_dir / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in block["records"]))
+    result = {"rows": block["rows"], "step_losses": block["step_losses"]}
     if iteration > 0:  # 4. the policy's own prompts at this budget (evaluation's query curve reads them)
-        prompts, scores, queries = _rank_policy_prompts(trainer, method, config, train, labels)
-        top = config.eval.prompt.candidates
+        settings = config.eval.prompt
+        prompts, scores, queries = rank_policy_prompts(
+            trainer, method, settings.policy_samples, config.runtime.seed * 1000 + 999, *splits["train"]
+        )
+        top = settings.candidates
         result["policy_candidates"] = {"prompts": prompts[:top], "scores": scores[:top], "queries": queries}
     return result
-
-
-def _log_row(step, evaluations, window, scored, best, dev_accuracy, started, position) -> dict:
-    """One log point: this window's rewards and updates, and the best prompt so far."""
-    row = {
-        "step": step,
-        "evaluations": evaluations,
-        "reward/mean": sum(window["reward"]) / len(window["reward"]),
-        "reward/max": max(window["reward"]),
-        "best/train_reward": scored.mean_reward(best),
-        "best/train_accuracy": scored.train_accuracy[best],
-        "best/dev_accuracy": dev_accuracy,
-        "seconds/step": (time.perf_counter() - started) / (position + 1),
-        "best_prompt": best,
-    }
-    if window["entropy"]:
-        row["policy/entropy"] = sum(window["entropy"]) / len(window["entropy"])
-        row["policy/loss"] = sum(window["loss"]) / len(window["loss"])
-    if window["surrogate_loss"]:
-        row["policy/surrogate_loss"] = sum(window["surrogate_loss"]) / len(window["surrogate_loss"])
-        row["policy/surrogate_updates"] = len(window["surrogate_loss"])
-    if sum(window["guidance_pairs"]):
-        row["guidance/online_accuracy"] = sum(window["guidance_correct"]) / sum(window["guidance_pairs"])
-    return row
 
 
 @task
@@ -460,11 +393,6 @@ def _log_rows(rows: list[dict]) -> None:
         mlflow.set_tag("best_prompt", rows[-1]["best_prompt"])
 
 
-def _refit_due(method: str, iteration: int, guidance: Path | None, first_step: int, loop) -> bool:
-    """pgg refits before its first block of updates and before every block that starts before refit_until."""
-    return method == "pgg" and iteration > 0 and (guidance is None or first_step < loop.refit_until)
-
-
 @flow(name="prompt-search")
 def search_flow(config: Config, method: str) -> list[dict]:
     """The search for one method (pgg, seqpg, random): a warm-up block, then blocks of refit_every steps."""
@@ -483,9 +411,11 @@ def search_flow(config: Config, method: str) -> list[dict]:
             if not it.done:  # resume: a complete block with the same inputs is kept as it is
                 it.restart()
                 report = None
-                if _refit_due(method, it.number, guidance, first_step, schedule):  # 1. fit token rewards
+                if refit_due(
+                    method, it.number, guidance is not None, first_step, schedule.refit_until
+                ):  # 1. fit token rewards
                     report = fit_guidance(  # on the lists of the last window_blocks blocks
-                        _guidance_data(history, config), guidance, str(it.dir / "guidance"), config,
+                        guidance_window(history, config.guidance.prompt.window_blocks), guidance, str(it.dir / "guidance"), config,
                         it.number, first_step,
                     )  # fmt: skip
                     guidance = it.dir / "guidance"
@@ -600,62 +530,17 @@ def evaluate_flow(config: Config, method: str) -> dict:
     return {**metrics, "prompt": prompt}
 
 
-def _rank_policy_prompts(
-    trainer: PromptTrainer, method: str, config: Config, train: EncodedInputs, labels: torch.Tensor
-) -> tuple[list[str], list[float], int]:
-    """The policy's greedy prompt and eval.prompt.policy_samples of its samples (random search: uniform
-    prompts), ranked best first by the learned reward (pgg) or the training gap reward; returns (prompts,
-    scores, task-model queries spent ranking them). Its own generator: training draws are untouched."""
-    generator = torch.Generator().manual_seed(config.runtime.seed * 1000 + 999)
-    ids, texts = trainer.sample(config.eval.prompt.policy_samples, generator)
-    if method != "random":
-        greedy_ids, greedy_text = trainer.policy.greedy()
-        ids, texts = torch.cat([greedy_ids, ids]), greedy_text + texts
-    first = {text: i for i, text in reversed(list(enumerate(texts)))}  # one row per distinct prompt
-    rows = sorted(first.values())
-    ids, texts = ids[rows], [texts[i] for i in rows]
-    if method == "pgg":
-        scores, queries = trainer.guidance_scores(ids).tolist(), 0
-    else:
-        scores, queries = trainer.score(texts, train, labels, generator)[0].tolist(), len(texts)
-    ranked = sorted(zip(texts, scores, strict=True), key=lambda pair: -pair[1])
-    return [t for t, _ in ranked], [s for _, s in ranked], queries
-
-
 def _search_blocks(config: Config, method: str) -> list[Path]:
     return [runs_dir(config) / method / f"iter-{i}" for i in range(config.loop.prompt.iterations + 1)]
 
 
 def _selections(config: Config, records: list[dict], policy: dict) -> tuple[dict[str, float], dict]:
-    """Both selections at one budget, each picked on dev: *best scored* (the top eval.prompt.candidates
-    of ``records`` by training reward) and *policy* (a block's ranked policy prompts). Returns the
-    metrics and the selected prompts with the best-scored candidate table (MLflow)."""
+    """components.prompt_search.selections on the cached dev and test encodings."""
     settings = config.eval.prompt
-    ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])[
-        : settings.candidates
-    ]
-    candidates = [p for p, _ in ranked]
-    policy_prompts = policy["prompts"][: settings.candidates]
-    scores = prompt_accuracies(candidates + policy_prompts, ("dev", "test"), config)
-    dev, test, n = scores["dev"], scores["test"], len(candidates)
-    best = select_prompt(candidates, dev[:n], test[:n], top=settings.top_prompts)
-    mine = select_prompt(policy_prompts, dev[n:], test[n:], top=settings.top_prompts)
-    metrics = {
-        "test_accuracy": best.test_accuracy, "top_test_accuracy": best.top_test_accuracy,
-        "dev_accuracy": best.dev_accuracy, "evaluations": len(records),
-        "policy_test_accuracy": mine.test_accuracy, "policy_top_test_accuracy": mine.top_test_accuracy,
-        "policy_dev_accuracy": mine.dev_accuracy, "policy_selection_evaluations": policy["queries"],
-    }  # fmt: skip
-    train_accuracy = {r["prompt"]: r["train_accuracy"] for r in records}
-    table = {
-        "prompt": candidates,
-        "train_reward": [reward for _, reward in ranked],
-        "train_accuracy": [train_accuracy[p] for p in candidates],
-        "dev_accuracy": dev[:n],
-        "test_accuracy": test[:n],
-        "selected": [p == best.prompt for p in candidates],
-    }
-    return metrics, {"prompt": best.prompt, "policy_prompt": mine.prompt, "table": table}
+    return selections(
+        records, policy, settings.candidates, settings.top_prompts,
+        lambda prompts: prompt_accuracies(prompts, ("dev", "test"), config),
+    )  # fmt: skip
 
 
 def query_curve(config: Config, method: str) -> list[dict]:

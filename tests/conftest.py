@@ -42,6 +42,17 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     return uri
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core box: one torch thread avoids oversubscription stalls."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def merge(base: dict, update: dict) -> dict:
     """``update`` laid over ``base``, section by section (a new dict; lists and values replace)."""
     out = dict(base)
@@ -68,6 +79,17 @@ def write_params(folder: Path, text: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(merge(base, yaml.safe_load(text) or {}), sort_keys=False))
+    return path
+
+
+def prepared_params(folder: Path, text: str) -> Path:
+    """``write_params`` of the YAML ``text`` whose ``{root}`` and ``{tmp}`` are the embedded data and
+    ``folder`` (runs and prepared data go there), with its data prepared."""
+    from flows.config import load_params
+    from flows.prepare import prepare
+
+    path = write_params(folder, text.format(root=DATA_ROOT, tmp=folder))
+    prepare(load_params(path))
     return path
 
 

@@ -8,17 +8,13 @@ import pytest
 from flows import summarization as s
 from flows.config import load_params
 from flows.distributed import hardware, task_runner
-from flows.prepare import prepare
-from tests.conftest import write_params
+from tests.conftest import prepared_params
 from tests.test_summarization_flow import TINY
 
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory, data_root, prefect_server):
-    tmp = tmp_path_factory.mktemp("dask")
-    config = load_params(write_params(tmp, TINY.format(root=data_root, tmp=tmp)))
-    prepare(config)
-    return config
+    return load_params(prepared_params(tmp_path_factory.mktemp("dask"), TINY))
 
 
 def test_dask_runner_matches_the_serial_run(tiny_config, mlflow_uri):

@@ -10,7 +10,7 @@ from components.task_models import VerbalizerError
 from flows import prompt as p
 from flows.config import load_params
 from flows.prepare import prepare
-from tests.conftest import killed_when, write_params
+from tests.conftest import killed_when, prepared_params, write_params
 
 # Warm-up 4 lists + 2 policy steps x 2 lists, K = 3: every search method scores 24 prompts.
 TINY = """
@@ -46,10 +46,7 @@ def mlflow_uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_params(tmp_path_factory, data_root, prefect_server):
-    tmp = tmp_path_factory.mktemp("prompt")
-    path = write_params(tmp, TINY.format(root=data_root, tmp=tmp))
-    prepare(load_params(path))
-    return path
+    return prepared_params(tmp_path_factory.mktemp("prompt"), TINY)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from components.reward_model import TokenRewardModel, backbone_kind, transformer
 KINDS = ["encoder", "causal_lm", "seq2seq"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core box: one thread avoids oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(kind, **kwargs):

@@ -15,7 +15,7 @@ from flows.checkpoints import CheckpointError, load_policy
 from flows.config import load_params
 from flows.distributed import hardware
 from flows.prepare import prepare
-from tests.conftest import PROJECT_ROOT, killed_when, write_params
+from tests.conftest import PROJECT_ROOT, killed_when, prepared_params
 
 TINY = """
 data:
@@ -38,10 +38,7 @@ runtime: {{runs_dir: {tmp}/runs}}
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory, data_root, prefect_server):
-    tmp = tmp_path_factory.mktemp("summ")
-    config = load_params(write_params(tmp, TINY.format(root=data_root, tmp=tmp)))
-    prepare(config)
-    return config
+    return load_params(prepared_params(tmp_path_factory.mktemp("summ"), TINY))
 
 
 def _task_states(flow_state) -> dict[str, str]:
