@@ -1,7 +1,8 @@
 """Conventions every flow shares: content-addressed task caching, atomic files, seeding, devices.
 
 Task inputs are file paths and config values, never live models. A path's cache key is the hash of
-the file's (or folder's) content, so a retrained checkpoint under the same path is a cache miss.
+the file's (or folder's) content, so a retrained checkpoint under the same path is a cache miss; the
+code the task runs is part of every key too (CONTENT_CACHE).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import torch
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from pydantic import BaseModel
 
-from flows.config import PROJECT_ROOT
-
-COMPONENTS_DIR = PROJECT_ROOT / "components"
+from flows.stage_code import task_code_hash
 
 
 def _hash_value(value: Any, digest) -> None:
@@ -64,25 +63,14 @@ def content_hash(*values: Any) -> str:
     return digest.hexdigest()
 
 
-def content_cache(*modules: str):
-    """Cache policy keyed on the task's source, its inputs by content, and the named component modules.
-
-    Name the modules whose code decides the task's output (as a DVC stage names its deps), so an edit
-    elsewhere in components/ does not throw away an hour-long warm start.
-    """
-    paths = [COMPONENTS_DIR / module for module in modules]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise ValueError(f"content_cache names modules that do not exist: {missing}")
-
-    def key(context, parameters: dict[str, Any]) -> str:
-        return content_hash(context.task.name, parameters, *paths)
-
-    return TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=key)
+def _task_cache_key(context, parameters: dict[str, Any]) -> str:
+    return content_hash(context.task.name, parameters, task_code_hash(context.task.fn.__module__))
 
 
-# For tasks whose output may depend on any of the science code.
-CONTENT_CACHE = content_cache(*sorted(p.name for p in COMPONENTS_DIR.glob("*.py")))
+# Every cached task: keyed on its source, its inputs by content, and the content of every code file its
+# module's import closure reaches (flows/stage_code.py, the closure dvc.yaml's code deps are written
+# from), so an edit DVC sees in a stage's deps is a cache miss for that stage's tasks.
+CONTENT_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_task_cache_key)
 
 
 # --- files ------------------------------------------------------------------------------------

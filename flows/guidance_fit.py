@@ -27,14 +27,12 @@ from components.reward_model import TokenRewardModel
 from components.sequence_reward_model import BaselineConfig, BradleyTerryTrainer, SequenceRewardModel
 from flows import reporting
 from flows.checkpoints import is_complete, load_guidance, save_guidance
-from flows.common import apply_runtime, atomic_write_json, content_cache
+from flows.common import CONTENT_CACHE, apply_runtime, atomic_write_json
 from flows.config import Config
 from flows.tracking import check_reachable, pipeline_run, tracking_uri
 
 TASK = "guidance-fit"
 ALIAS = "latest-fit"
-FIT_MODULES = ("reward_model.py", "guidance_trainer.py", "preference_data.py", "models.py", "aggregation.py",
-               "ranking_losses.py")  # fmt: skip
 
 
 def data_location(section) -> Path | str:
@@ -64,7 +62,7 @@ def _progress(label: str):
     )
 
 
-@task(cache_policy=content_cache(*FIT_MODULES), persist_result=True, task_run_name="fit-token-rewards")
+@task(cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="fit-token-rewards")
 def fit_token_model(data: Path | str, out: str, section, seed: int) -> dict:
     """The token-level reward model on the train part; saved to ``out`` with its report."""
     train, held_out = read_split(section, seed)
@@ -76,7 +74,7 @@ def fit_token_model(data: Path | str, out: str, section, seed: int) -> dict:
 
 
 @task(
-    cache_policy=content_cache(*FIT_MODULES, "sequence_reward_model.py"),
+    cache_policy=CONTENT_CACHE,
     persist_result=True,
     task_run_name="fit-sequence-baseline",
 )

@@ -13,6 +13,7 @@ from prefect import flow, task
 from components import data
 from flows.common import atomic_write_json
 from flows.config import Config
+from flows.stage_code import code_hash
 
 
 def summarization_source(config: Config) -> data.SummarizationSource:
@@ -127,18 +128,24 @@ def summarization_dir(config: Config) -> Path:
     return config.data.prepared_dir / "summarization"
 
 
-PREPARED_WITH = "prepared_with.json"  # the data.summarization params the splits were written with
+PREPARED_WITH = "prepared_with.json"  # the data.summarization params (and code) the splits were written with
+CODE_KEY = "code"  # PREPARED_WITH's hash of the prepare stage's code (flows/stage_code.py)
+
+
+def _prepared_with(config: Config) -> dict:
+    return {**config.data.summarization.model_dump(mode="json"), CODE_KEY: code_hash("prepare")}
 
 
 def check_prepared(config: Config) -> None:
-    """Raise DataError when data.summarization in params differs from what the prepared splits were
-    written with (e.g. a new test_fraction and a stale data/): a flow would read the old split silently.
-    Splits without the record (written by hand, or by an older pgg) are not checked."""
+    """Raise DataError when data.summarization in params, or the prepare stage's code, differs from what
+    the prepared splits were written with (e.g. a new test_fraction and a stale data/): a flow would read
+    the old split silently. Splits without the record (written by hand) are not checked."""
     record = summarization_dir(config) / PREPARED_WITH
     if not record.exists():
         return
     written = json.loads(record.read_text())
-    wanted = config.data.summarization.model_dump(mode="json")
+    wanted = _prepared_with(config)
+    code = wanted.pop(CODE_KEY)
     for key, value in wanted.items():
         if written.get(key) != value:
             raise data.DataError(
@@ -146,6 +153,11 @@ def check_prepared(config: Config) -> None:
                 f"{written.get(key)!r} but params say {value!r}: run `python -m flows prepare` "
                 "(or `dvc repro prepare`)"
             )
+    if written.get(CODE_KEY) != code:
+        raise data.DataError(
+            f"{summarization_dir(config)} was prepared by other code than the prepare stage runs now (an "
+            "edit to a file dvc.yaml lists for it): run `python -m flows prepare` (or `dvc repro prepare`)"
+        )
 
 
 def prompt_dir(config: Config, dataset: str, seed: int) -> Path:
@@ -177,9 +189,7 @@ def prepare(config: Config) -> dict[str, int]:
     for split, examples in summaries.items():
         data.write_jsonl(summarization_dir(config) / f"{split}.jsonl", examples)
         counts[f"summarization/{split}"] = len(examples)
-    atomic_write_json(
-        summarization_dir(config) / PREPARED_WITH, config.data.summarization.model_dump(mode="json")
-    )
+    atomic_write_json(summarization_dir(config) / PREPARED_WITH, _prepared_with(config))
     for (dataset, seed), splits in few_shot.items():
         for split, examples in splits.items():
             data.write_jsonl(prompt_dir(config, dataset, seed) / f"{split}.jsonl", examples)

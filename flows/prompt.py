@@ -12,7 +12,8 @@ The search itself (a block's steps, the refit schedule, both selections) is comp
 this module runs it as Prefect tasks with checkpoints, resume and MLflow. bench/ calls these flows.
 
 Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
-  embeddings/{split}.pt         task-model encoding of each split, computed once, shared by all methods
+  embeddings/{split}.pt         task-model encoding of each split, computed once, shared by all methods;
+                                reused only if its {split}.pt.made_by.json matches (flows/provenance.py)
   {method}/iter-0/              warm-up: warmup_lists lists from the initial policy, no update; for pgg
                                 they are the first guidance fit's data
   {method}/iter-{i}/            policy steps (i-1)*refit_every+1 .. i*refit_every:
@@ -24,7 +25,8 @@ Layout under runs/prompt/{dataset}-{seed}/ (DVC outputs):
       state.json                log rows, the policy's ranked prompts after the block (policy selection),
                                 input fingerprint; written last, marks the block complete
   {method}/curve.json           log rows for `dvc plots`;  pgg/guidance.json: one row per refit
-A block whose state.json matches the current inputs is skipped on a rerun (resume after a crash).
+A block whose state.json matches the current inputs and code is skipped on a rerun (resume after a
+crash); a finished search run again is redone.
 Evaluation writes metrics/prompt/{dataset}-{seed}/{method}.json and, for a search, {method}_queries.json:
 both selections after every block against the task-model queries spent (the sample-efficiency curve).
 
@@ -84,13 +86,16 @@ from flows.common import (
 )
 from flows.config import Config
 from flows.prepare import prompt_dir
+from flows.provenance import needs_remaking, stage_fingerprint, write_record
 from flows.resume import ResumableLoop, run_id_of
+from flows.stage_code import code_hash
 from flows.tracking import log_step_curves, pipeline_run
 
 TASK = "prompt"
 SEARCH_METHODS = ("pgg", "seqpg", "random")
 METHODS = ("none", "manual", *SEARCH_METHODS)
 SPLITS = ("train", "dev", "test")
+EMBED_STAGE = "prompt_embed"  # the DVC stage whose output is embeddings/, which every method reads
 TASK_MODEL_KINDS = {"prototype": "prototype", "prefix_lm": "prefix_lm", "mlm": "masked_lm"}
 
 
@@ -341,13 +346,15 @@ def embed_flow(config: Config) -> dict[str, Path]:
 
 
 def _embed(config: Config) -> dict[str, Path]:
-    """The encode tasks inside the calling flow (cheaper than a subflow; cached either way)."""
+    """The encode tasks inside the calling flow (cheaper than a subflow; cached either way). A split's
+    encoding on disk is reused only if made under prompt_embed's code, params and data (flows/provenance.py)."""
     models, words = config.models.prompt, task_words(config)
     out = {}
     for split in SPLITS:
         target = embedding_file(config, split)
         limit = config.eval.prompt.max_test_examples if split == "test" else None
-        out[split] = encode_split.with_options(refresh_cache=not target.exists())(
+        made_by = stage_fingerprint(config, EMBED_STAGE, split_file(config, split))
+        out[split] = encode_split.with_options(refresh_cache=needs_remaking(target, made_by))(
             split_file(config, split),
             str(target),
             split,
@@ -356,6 +363,7 @@ def _embed(config: Config) -> dict[str, Path]:
             models.task_model_name,
             limit,
         )
+        write_record(target, EMBED_STAGE, made_by)
     return out
 
 
@@ -375,6 +383,7 @@ def _fingerprint(config: Config, method: str) -> str:
     return content_hash(
         method,
         config.runtime.seed,
+        code_hash(f"prompt_{method}"),  # a block of other code is stale, as DVC sees the stage
         split_file(config, "train"),
         split_file(config, "dev"),
         *words,

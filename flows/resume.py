@@ -18,9 +18,13 @@ so the final results equal an uninterrupted run's. Fingerprints chain (iteration
 so a change that invalidates one iteration invalidates every later one.
 
 A finished loop is compacted: the weights only a resume would start from (earlier iterations' checkpoints,
-optimizer states) are deleted, their state.json files stay (metrics and curves are read from them). A
-compacted loop is therefore complete or redone from its first iteration: if any of its iterations is
-missing or stale on a rerun, every iteration is redone.
+optimizer states) are deleted, their state.json files stay (metrics and curves are read from them).
+
+Resume is for crashes only. A finished (compacted) loop that runs again is redone from its first
+iteration: under DVC a finished stage runs again only when something it depends on changed or
+`dvc repro -f` forced it, and either way it must recompute, not serve the persisted results. A killed
+loop is never compacted, so its complete iterations with an unchanged fingerprint (inputs and code,
+see the flows' _fingerprint) are kept.
 """
 
 from __future__ import annotations
@@ -72,8 +76,10 @@ class ResumableLoop:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
         run_id_file = self.dir / RUN_ID_FILE
-        # The run of an earlier (perhaps killed) attempt: the new run links it in its resumed_from tag.
-        self.previous_run_id = run_id_file.read_text().strip() if run_id_file.exists() else ""
+        # The run of an earlier killed attempt: the new run links it in its resumed_from tag (a finished
+        # loop is redone, not resumed).
+        resumable = run_id_file.exists() and not (self.dir / COMPACTED_FILE).exists()
+        self.previous_run_id = run_id_file.read_text().strip() if resumable else ""
 
     def started(self, run: mlflow.ActiveRun) -> None:
         (self.dir / RUN_ID_FILE).write_text(run.info.run_id)
@@ -85,7 +91,7 @@ class ResumableLoop:
             fingerprint = content_hash(fingerprint, number)
             chain.append(Iteration(number, self.dir / f"iter-{number}", fingerprint))
         marker = self.dir / COMPACTED_FILE
-        if marker.exists() and not all(it.done for it in chain):  # a missing start point: redo them all
+        if marker.exists():  # a finished loop run again (a change, or `dvc repro -f`): redo them all
             for it in chain:
                 it.restart()
             marker.unlink()

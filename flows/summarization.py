@@ -6,6 +6,9 @@ together; the math is in components/ (policy_trainer, guidance_trainer, referenc
 Layout under runs/summarization/ (DVC outputs):
   encoder_cache/{split}.pt          frozen-encoder states, shared by sampling, training and guidance
   warmstart/                        MLE warm start every method starts from
+  warmstart/made_by.json, encoder_cache/{split}.pt.made_by.json
+                                    what made them (flows/provenance.py): reused only under the same
+                                    code, params and data, else made again
   {method}/iter-{i}/policy/         policy after iteration i (frozen encoder: the rest of the weights
                                     plus a hash-checked reference to the pretrained encoder)
   {method}/iter-{i}/guidance/       token-level reward model (pgg, refit iterations)
@@ -13,10 +16,10 @@ Layout under runs/summarization/ (DVC outputs):
   test_predictions/{method}.jsonl   per-article test predictions and ROUGE (evaluate)
   pgg/reference_states.pt           frozen reward-backbone states of the training references,
                                     computed at the first refit and reused by the later ones
-An iteration whose state.json matches the current inputs is complete and is skipped on a rerun,
-so a killed run resumes from its last complete iteration (flows/resume.py). A finished loop keeps the
-weights of its last policy and guidance only (and drops reference_states.pt): the earlier ones were
-only resume points.
+An iteration whose state.json matches the current inputs and code is complete and is skipped on a
+rerun, so a killed run resumes from its last complete iteration (flows/resume.py); a finished loop run
+again is redone. A finished loop keeps the weights of its last policy and guidance only (and drops
+reference_states.pt): the earlier ones were only resume points.
 """
 
 from __future__ import annotations
@@ -67,10 +70,10 @@ from flows.checkpoints import (
     superseded_payload,
 )
 from flows.common import (
+    CONTENT_CACHE,
     PhaseTimer,
     apply_runtime,
     atomic_write_json,
-    content_cache,
     content_hash,
     guidance_metrics,
     pick_device,
@@ -80,13 +83,16 @@ from flows.common import (
 from flows.config import Config
 from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
 from flows.prepare import check_prepared, summarization_dir
+from flows.provenance import made_under, needs_remaking, stage_fingerprint, write_record
 from flows.resume import ResumableLoop, run_id_of
+from flows.stage_code import code_hash
 from flows.tracking import check_reachable, log_step_curves, pipeline_run, tracking_uri
 
 TASK = "summarization"
 REWARD_MODEL_KEYS = ("reward_backbone", "reward_backbone_kind", "reward_decoder_layers")
 PGG_POLICY_KEYS = ("wmle_weighting", "reinforce_coef", "entropy_coef")
 REFERENCE_STATES_FILE = "reference_states.pt"
+WARMSTART_STAGE = "summarize_warmstart"  # the DVC stage whose outputs are the encoder cache and warm start
 
 
 def policy_spec(models) -> ModelSpec:
@@ -142,7 +148,7 @@ def _step_log(label: str, total: int):
 # --- tasks ------------------------------------------------------------------------------------
 
 
-@task(cache_policy=content_cache("encoder_cache.py", "models.py"), persist_result=True, retries=1)
+@task(cache_policy=CONTENT_CACHE, persist_result=True, retries=1)
 def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     """Run the frozen encoder once over a split and store its states. (Outputs are passed as str:
     the cache key hashes Path arguments by content, and an output's content is not an input.)"""
@@ -159,12 +165,7 @@ def encode_split(split_path: Path, out: str, models, sampling) -> Path:
     return Path(out)
 
 
-@task(
-    cache_policy=content_cache(
-        "policy_trainer.py", "policy_losses.py", "seq2seq_policy.py", "models.py", "data.py"
-    ),
-    persist_result=True,
-)
+@task(cache_policy=CONTENT_CACHE, persist_result=True)
 @data_parallel
 def warm_start(
     train_path: Path, encoder_cache: Path | None, out: str, models, policy, sampling, seed: int, hw: Hardware
@@ -194,9 +195,7 @@ def warm_start(
 
 
 @task(
-    cache_policy=content_cache(
-        "seq2seq_policy.py", "preferences.py", "rouge.py", "data.py", "encoder_cache.py"
-    ),
+    cache_policy=CONTENT_CACHE,
     persist_result=True,
     task_run_name="sample-and-rank-iter{iteration}",
 )
@@ -415,14 +414,13 @@ def warmstart_flow(config: Config) -> Path:
     apply_runtime(config.runtime)
     models, sampling = config.models.summarization, config.sampling.summarization
     caches = {}
-    for split in data.SPLITS:
-        target = cache_file(config, split)
-        if target is not None:
-            caches[split] = encode_split.with_options(refresh_cache=not target.exists())(
-                split_file(config, split), str(target), models, sampling
-            )
-    out = runs_dir(config) / "warmstart"
-    return warm_start.with_options(refresh_cache=not is_complete(out))(
+    for split, target, made_by in _encoder_caches(config):  # each remade unless made under these inputs
+        caches[split] = encode_split.with_options(refresh_cache=needs_remaking(target, made_by))(
+            split_file(config, split), str(target), models, sampling
+        )
+        write_record(target, WARMSTART_STAGE, made_by)
+    out, made_by = runs_dir(config) / "warmstart", _warm_start_made_by(config)
+    warm = warm_start.with_options(refresh_cache=needs_remaking(out, made_by) or not is_complete(out))(
         split_file(config, "train"),
         caches.get("train"),
         str(out),
@@ -432,6 +430,25 @@ def warmstart_flow(config: Config) -> Path:
         config.runtime.seed,
         hardware(config.runtime),
     )
+    write_record(out, WARMSTART_STAGE, made_by)
+    return warm
+
+
+def _encoder_caches(config: Config) -> list[tuple[str, Path, str]]:
+    """(split, cache file, fingerprint it must be made under) of every split; none with a live encoder."""
+    return [
+        (
+            split,
+            cache_file(config, split),
+            stage_fingerprint(config, WARMSTART_STAGE, split_file(config, split)),
+        )
+        for split in data.SPLITS
+        if cache_file(config, split) is not None
+    ]
+
+
+def _warm_start_made_by(config: Config) -> str:
+    return stage_fingerprint(config, WARMSTART_STAGE, split_file(config, "train"))
 
 
 def _fingerprint(config: Config, method: str, warm: Path) -> str:
@@ -451,14 +468,19 @@ def _fingerprint(config: Config, method: str, warm: Path) -> str:
         sections.append(config.guidance.summarization)
     # not state.json: it holds wall-clock seconds
     weights = sorted([*Path(warm).glob("*.safetensors"), *Path(warm).glob(REFERENCE_FILE)])
-    return content_hash(method, config.runtime.seed, weights, *sections)
+    # the code too: an iteration of other code is stale, as DVC sees the stage (the same closure)
+    return content_hash(method, config.runtime.seed, weights, code_hash(f"align_{method}"), *sections)
 
 
 def _warm_start_on_disk(config: Config) -> Path:
-    """The warm start is the align stage's input (DVC made it in the stage before); build it only when
-    it is missing, so a code edit elsewhere never silently redoes it under this stage."""
+    """The warm start is the align stage's input (DVC made it in the stage before). Reused only if it
+    and the encoder cache were made under this stage's code and the warm-start stage's params and data
+    (flows/provenance.py); else (missing, or made by a run with other params or code) made again here."""
     warm = runs_dir(config) / "warmstart"
-    return warm if is_complete(warm) else warmstart_flow(config)
+    current = is_complete(warm) and made_under(warm, _warm_start_made_by(config))
+    if current and all(made_under(target, made_by) for _, target, made_by in _encoder_caches(config)):
+        return warm
+    return warmstart_flow(config)
 
 
 def _refit_due(method: str, guidance: Path | None, first_step: int, loop) -> bool:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.stage_code import STAGE_ENTRIES, stage_files
 from tests.conftest import PROJECT_ROOT
-from tests.stage_code import STAGE_ENTRIES, stage_files
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_every_stage_depends_on_the_code_it_runs(stages):
             if not any(f == p or f.startswith(p.rstrip("/") + "/") for p in paths)
         ]
         assert not missing, (
-            f"{name} runs {missing} but dvc.yaml does not list them: python -m tests.stage_code --write"
+            f"{name} runs {missing} but dvc.yaml does not list them: python -m flows.stage_code --write"
         )
 
 

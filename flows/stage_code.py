@@ -1,12 +1,18 @@
 """The code a DVC stage runs: the import closure of its entry module inside components/ and flows/.
 
-``python -m tests.stage_code`` prints each stage's list; ``python -m tests.stage_code --write`` puts
+One closure serves every reuse key, so they cannot disagree: dvc.yaml's code deps (written from it),
+the resume fingerprints of the loops and the Prefect task caches (``code_hash``), and the records of
+what made an upstream output (flows/provenance.py).
+
+``python -m flows.stage_code`` prints each stage's list; ``python -m flows.stage_code --write`` puts
 them into dvc.yaml (tests/test_dvc_stages.py fails while a stage misses a file it runs).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 import sys
 from pathlib import Path
 
@@ -50,7 +56,16 @@ def module_file(module: str) -> Path | None:
 def _imported(module: str) -> set[str]:
     """Project modules ``module`` imports anywhere in its file (lazy imports inside functions too,
     except in DISPATCHERS)."""
-    tree = ast.parse(module_file(module).read_text())
+    path = module_file(module)
+    if path is None:  # not a project file (a script's __main__, an installed package)
+        return set()
+    return set(_imported_by_text(module, path.read_text()))
+
+
+@functools.cache
+def _imported_by_text(module: str, text: str) -> tuple[str, ...]:
+    """Parsing is most of a closure's cost: cached per file content (task cache keys compute closures)."""
+    tree = ast.parse(text)
     nodes = tree.body if module in DISPATCHERS else ast.walk(tree)
     found = set()
     for node in nodes:
@@ -62,7 +77,7 @@ def _imported(module: str) -> set[str]:
         for name in names:
             if name.split(".")[0] in PACKAGES and module_file(name) is not None:
                 found.add(name)
-    return found
+    return tuple(sorted(found))
 
 
 def closure(*modules: str) -> set[str]:
@@ -78,14 +93,41 @@ def closure(*modules: str) -> set[str]:
     return seen
 
 
-def stage_files(stage: str) -> list[str]:
-    """Paths (relative to the project) of every code file ``stage`` runs."""
-    name = stage.split("@")[0]
-    modules = closure(STAGE_ENTRIES[name], *(() if name in OWN_COMMAND else CLI))
-    files = {str(module_file(m).relative_to(PROJECT_ROOT)) for m in modules}
+def module_files(*modules: str) -> list[str]:
+    """Paths (relative to the project) of every code file ``modules`` run, with what they import."""
+    modules = closure(*modules)
+    files = {str(module_file(m).relative_to(PROJECT_ROOT)) for m in modules if module_file(m) is not None}
     for module in modules:
         files.update(DATA_CODE.get(module, []))
     return sorted(files)
+
+
+def stage_files(stage: str) -> list[str]:
+    """Paths (relative to the project) of every code file ``stage`` runs."""
+    name = stage.split("@")[0]
+    return module_files(STAGE_ENTRIES[name], *(() if name in OWN_COMMAND else CLI))
+
+
+def files_hash(files: list[str]) -> str:
+    """sha256 of the files' contents in path order, each under its project-relative path: the same in
+    every clone and checkout (no absolute paths, no timestamps); a comment-only edit changes it too."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0")
+        digest.update(PROJECT_ROOT.joinpath(name).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def code_hash(stage: str) -> str:
+    """The content of the code ``stage`` runs: exactly the files dvc.yaml lists as its code deps."""
+    return files_hash(stage_files(stage))
+
+
+def task_code_hash(module: str) -> str:
+    """The content of the code a task defined in ``module`` runs, as a stage process loads it (the CLI
+    too): an edit DVC sees in a stage's deps is a miss for that stage's task caches."""
+    return files_hash(module_files(module, *CLI))
 
 
 def rewrite_dvc_yaml(path: Path = PROJECT_ROOT / "dvc.yaml") -> None:
