@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", OMP_NUM_THREADS="1")
         repo = Repo(path, env)
         for command in (("git", "init", "-q"), ("dvc", "init", "-q")):
-            subprocess.run(command, cwd=path, check=True)
+            subprocess.run(command, cwd=path, env=env, check=True)
         start = time.perf_counter()
         rc, out = repo.run("dvc", "repro", *STAGES)
         duration = time.perf_counter() - start
@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         stop = server_stop(repo, folder, reference)
 
     passed = sum(t["ok"] for t in trials)
-    rows = [[f"{t['at']:.0f}", f"`{t['stage']}`", "yes" if t["ok"] else f"**no**: {t['why']}"] for t in trials]
+    rows = [
+        [f"{t['at']:.0f}", f"`{t['stage']}`", "yes" if t["ok"] else f"**no**: {t['why']}"] for t in trials
+    ]
     body = (
         f"`dvc repro -f` of pgg's summarization pipeline (prepare, warm start, pgg's loop, evaluation; tiny "
         f"models, {duration:.0f} s uninterrupted) SIGKILLed with its stage processes at {kills} random "
@@ -194,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("faults", "Faults: killed runs and a stopped tracking server", body, "python -m bench.faults")
+        write_section(
+            "faults", "Faults: killed runs and a stopped tracking server", body, "python -m bench.faults"
+        )
     if passed < kills or not (stop["one_line"] and stop["resumed"]):
         raise SystemExit(1)
 

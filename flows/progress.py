@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 from typing import TextIO
 
@@ -18,15 +19,17 @@ LOG_FRACTION = 0.1  # not a terminal: one line per this share of the loop
 
 
 class _LogLines:
-    """A file for tqdm that logs each meter it draws as one line."""
+    """A file for tqdm that logs each meter it draws as one line (once per count: close redraws the last)."""
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter):
-        self.logger = logger
+        self.logger, self.last_count = logger, None
 
     def write(self, text: str) -> None:
         text = text.strip("\r\n ")
-        if text:
+        count = re.search(r"\|\s*(\d+/\d+)\s*\[", text)
+        if text and (count is None or count[1] != self.last_count):
             self.logger.info(text)
+            self.last_count = count[1] if count else None
 
     def flush(self) -> None:
         pass
@@ -37,16 +40,14 @@ def progress(
     total: int,
     logger: logging.Logger | logging.LoggerAdapter,
     stream: TextIO | None = None,
-    initial: int = 0,
 ) -> tqdm:
-    """A bar over ``total`` units on ``stream`` (stderr) when it is a terminal, else ``logger`` lines.
-    ``initial``: units already done (a resumed loop), so the ETA counts only what is left to run."""
+    """A bar over ``total`` units on ``stream`` (stderr) when it is a terminal, else ``logger`` lines."""
     stream = stream or sys.stderr
     if stream.isatty():
-        return tqdm(total=total, desc=label, initial=initial, file=stream, mininterval=0.5, dynamic_ncols=True)
+        return tqdm(total=total, desc=label, file=stream, mininterval=0.5, dynamic_ncols=True)
     every = max(1, math.ceil(total * LOG_FRACTION))  # whole units, so a short loop still logs its end
     return tqdm(
-        total=total, desc=label, initial=initial, file=_LogLines(logger), mininterval=0, miniters=every, ascii=True
+        total=total, desc=label, file=_LogLines(logger), mininterval=0, miniters=every, ascii=True
     )  # fmt: skip
 
 

@@ -527,7 +527,8 @@ def evaluate_flow(config: Config, method: str) -> dict:
     curve = [{k: round(float(v), 3) if k != "queries" else int(v) for k, v in row.items()} for row in curve]
     atomic_write_json(metrics_dir(config) / f"{method}_queries.json", curve)
     results = selection_results(method, prompt, chosen["policy_prompt"] if table is not None else None)
-    atomic_write_json(metrics_dir(config) / f"{method}_prompts.json", results)  # text: dvc metrics reads numbers
+    # text, so beside the metrics file (`dvc metrics` reads numbers only)
+    atomic_write_json(metrics_dir(config) / f"{method}_prompts.json", results)
 
     run_id = run_id_of(runs_dir(config) / method)
     tags = {"dataset": dataset, "data_seed": str(config.data.prompt.seed)}
@@ -550,13 +551,17 @@ def evaluate_flow(config: Config, method: str) -> dict:
     return {**metrics, "prompt": prompt}
 
 
-HEADLINE = "test_accuracy"  # the one selection every method has, so `dvc metrics show` compares like with like
+# the one selection every method has, so `dvc metrics show` compares like with like
+HEADLINE = "test_accuracy"
 
 
 def selection_results(method: str, prompt: str, policy_prompt: str | None) -> dict:
     """What {method}_prompts.json says: the selected prompt(s) and which metric is the headline."""
     if policy_prompt is None:  # none, manual: one fixed prompt, no search
-        return {"headline": HEADLINE, "test_accuracy": {"prompt": prompt, "selection": f"the {method} prompt"}}
+        return {
+            "headline": HEADLINE,
+            "test_accuracy": {"prompt": prompt, "selection": f"the {method} prompt"},
+        }
     return {
         "headline": HEADLINE,
         "test_accuracy": {

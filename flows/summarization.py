@@ -263,7 +263,9 @@ def fit_guidance(
     )
     on_step = _step_log(f"guidance iteration {iteration} (epochs)", settings.epochs)
     on_epoch = None if on_step is None else lambda row: on_step(row["epoch"], {"loss": row["train_loss"]})
-    fitted = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(lists, on_epoch=on_epoch)
+    fitted = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(
+        lists, on_epoch=on_epoch
+    )
     report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report
