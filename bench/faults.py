@@ -170,8 +170,13 @@ def main(argv: list[str] | None = None) -> None:
         if rc != 0:
             raise SystemExit(f"the uninterrupted run failed: {out[-3000:]}")
         reference = _metrics(path)
-        trials = [kill_and_resume(repo, rng.uniform(0.05, 0.95) * duration, reference) for _ in range(kills)]
+        print(f"uninterrupted: {duration:.0f} s", flush=True)
         stop = server_stop(repo, folder, reference)
+        print(f"server stop: {stop}", flush=True)
+        trials = []
+        for _ in range(kills):
+            trials.append(kill_and_resume(repo, rng.uniform(0.05, 0.95) * duration, reference))
+            print(f"kill point: {trials[-1]}", flush=True)  # a long run's progress, and its partial result
 
     passed = sum(t["ok"] for t in trials)
     rows = [
