@@ -65,6 +65,28 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
+def throwaway_repo(tmp: Path, prefect_api_url: str) -> tuple[Path, dict, dict[str, str]]:
+    """tmp/repo: this project's components/, flows/ and dvc.yaml with tiny params; its params and the
+    environment its stage processes need (this interpreter, that Prefect server). Not yet git/DVC."""
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in ("components", "flows"):
+        shutil.copytree(PROJECT_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", repo)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["data"]["root"] = str(DATA_ROOT)
+    for key, value in TINY.items():
+        _set(params, key, value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_API_URL": prefect_api_url,
+        "PYTHONPATH": str(repo),
+    }
+    return repo, params, env
+
+
 def main(argv: list[str] | None = None) -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
@@ -77,23 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     stages, rounds = (SMOKE_STAGES, 1) if args.smoke else (STAGES, 3)
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="pgg-dvc-bench-") as tmp, prefect_test_harness(180):
-        repo = Path(tmp) / "repo"
-        repo.mkdir()
-        for name in ("components", "flows"):
-            shutil.copytree(PROJECT_ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(PROJECT_ROOT / "dvc.yaml", repo)
-        params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-        params["data"]["root"] = str(DATA_ROOT)
-        for key, value in TINY.items():
-            _set(params, key, value)
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "PYTHONPATH": str(repo),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
-        }
+        repo, params, env = throwaway_repo(Path(tmp), PREFECT_API_URL.value())
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
 
         def run(*args) -> tuple[str, float]:
             start = time.perf_counter()

@@ -63,12 +63,13 @@ def run_block(
     history: list[dict],
     k: int,
     log_every: int,
+    on_step: Callable[[int, float | None], None] | None = None,
 ) -> dict:
     """One block: for each (step, n) of ``steps`` sample n prompts, score them and (iteration > 0, not
     random search) update the policy. ``history``: the records of earlier blocks (the best prompt so far
     is logged). Returns the block's records (every scored prompt: step, batch, list, prompt, reward,
     train_accuracy), its log rows (one per log_every steps and one at the block's end) and the loss of
-    every real policy update."""
+    every real policy update. ``on_step(done, loss)`` after each step: progress only, it changes nothing."""
     train, labels = splits["train"]
     dev, dev_labels = splits["dev"]
     scored = ScoredPrompts()  # every prompt so far, earlier blocks too: the best one is logged
@@ -102,6 +103,8 @@ def run_block(
                 log_row(step, len(scored), window, scored, best, dev_accuracy[best], started, position)
             )
             window = defaultdict(list)
+        if on_step is not None:
+            on_step(position + 1, step_losses[-1] if step_losses else None)
     return {"records": records, "rows": rows, "step_losses": step_losses}
 
 

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
     args = build_parser(prog).parse_args(argv)
     method = getattr(args, "method", None)
     config, _ = load_args_or_exit(args)  # validates before anything heavy is imported
-    from flows.tracking import TrackingUnavailable, check_reachable, tracking_uri
+    from flows.tracking import TrackingUnavailable, check_reachable, lost_mid_run, tracking_uri
 
     if args.stage not in UNTRACKED_STAGES:  # one line, before torch loads, Prefect starts or anything trains
         try:
@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None, prog: str = "pgg") -> int:
         return 2
     except (CheckpointError, TrackingUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception:
+        lost = lost_mid_run(tracking_uri(config))
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
         return 1
 
 

@@ -79,7 +79,7 @@ class PromptData(Section):
     # (or at path) holds train/dev/test as .tsv, .csv or .jsonl; the name also names runs and metrics
     dataset: str
     path: Path | None  # your dataset's folder, absolute or under data.root; None: data.root/dataset
-    seed: Literal[13, 21, 42, 87, 100]  # presets: the 16-shot data seed; your folder has one split
+    seed: int  # presets: the 16-shot data seed (13, 21, 42, 87, 100); yours: any integer, it names the run
     text_column: str | None  # your dataset; None: 'sentence' or 'text', whichever the file has
     label_column: str  # your dataset: a verbalizer word or its index 0..C-1
     verbalizers: tuple[str, ...] | None  # one one-token word per class, in label order; None: the preset's
@@ -126,8 +126,13 @@ class PromptData(Section):
 
     @model_validator(mode="after")
     def _preset_or_own(self):
-        from components.data import VERBALIZERS
+        from components.data import FSC_SEEDS, VERBALIZERS
 
+        if self.is_preset and self.seed not in FSC_SEEDS:
+            raise ValueError(
+                f"seed: {self.dataset} is published for the 16-shot seeds {', '.join(map(str, FSC_SEEDS))}; "
+                f"got {self.seed} (your own dataset takes any integer)"
+            )
         if self.path is not None and self.dataset in VERBALIZERS:
             raise ValueError(f"dataset {self.dataset!r} is a preset; give your folder at path another name")
         if not self.is_preset and self.verbalizers is None:

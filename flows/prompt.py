@@ -86,6 +86,7 @@ from flows.common import (
 )
 from flows.config import Config
 from flows.prepare import prompt_dir
+from flows.progress import loss_callback
 from flows.provenance import needs_remaking, stage_fingerprint, write_record
 from flows.resume import ResumableLoop, run_id_of
 from flows.stage_code import code_hash
@@ -242,7 +243,10 @@ def fit_guidance(
         )  # fmt: skip
     else:
         lists, val_lists = [ranked for records in files for ranked in ranked_lists(records)], None
-    fitted = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None)
+    epochs = loss_callback(f"guidance at step {step} (epochs)", settings.epochs, get_run_logger())
+    fitted = GuidanceTrainer(model, tokenizer, settings).fit(
+        lists, val_lists or None, on_epoch=lambda row: epochs(row["epoch"], row["train_loss"])
+    )
     report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     save_guidance(model, Path(out), {"iteration": iteration, "step": step, **report})
     return report
@@ -290,9 +294,11 @@ def search_block(
     trainer = _trainer(config, method, iteration, start, guidance_dir, device)
     splits = {split: _load_encoded(embedding_file(config, split), device) for split in ("train", "dev")}
     history_records = [record for path in history for record in _read_prompts(path)]
+    steps = config.prompt_block_steps(iteration)
+    on_step = loss_callback(f"{method} block {iteration} (steps)", len(steps), get_run_logger())
     block = run_block(
-        trainer, method, iteration, config.prompt_block_steps(iteration), generator, splits, history_records,
-        config.sampling.prompt.k, config.eval.prompt.log_every,
+        trainer, method, iteration, steps, generator, splits, history_records,
+        config.sampling.prompt.k, config.eval.prompt.log_every, on_step,
     )  # fmt: skip
     if method != "random":
         trainer.save(out_dir)
@@ -414,6 +420,7 @@ def search_flow(config: Config, method: str) -> list[dict]:
     loop = ResumableLoop(runs_dir(config) / method, _fingerprint(config, method))
     tags = {"dataset": config.data.prompt.dataset, "data_seed": str(config.data.prompt.seed)}
     start, guidance, history, rows, refits, guidance_epochs = None, None, [], [], [], 0
+    blocks = loss_callback(f"{method} search (blocks)", schedule.iterations + 1, get_run_logger())
     with pipeline_run(config, TASK, method, extra_tags={**tags, "resumed_from": loop.previous_run_id}) as run:
         loop.started(run)
         for it in loop.iterations(0, schedule.iterations):  # block 0: warm-up lists, no update
@@ -445,6 +452,7 @@ def search_flow(config: Config, method: str) -> list[dict]:
             )  # fmt: skip
             rows += it.state["rows"]
             start, history = it.dir, [*history, it.dir / "prompts.jsonl"]
+            blocks(it.number + 1)
         loop.write_curve(rows)
         if method == "pgg":
             loop.write_curve(refits, "guidance.json")
@@ -519,12 +527,16 @@ def evaluate_flow(config: Config, method: str) -> dict:
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
     curve = [{k: round(float(v), 3) if k != "queries" else int(v) for k, v in row.items()} for row in curve]
     atomic_write_json(metrics_dir(config) / f"{method}_queries.json", curve)
+    results = selection_results(method, prompt, chosen["policy_prompt"] if table is not None else None)
+    # text, so beside the metrics file (`dvc metrics` reads numbers only)
+    atomic_write_json(metrics_dir(config) / f"{method}_prompts.json", results)
 
     run_id = run_id_of(runs_dir(config) / method)
     tags = {"dataset": dataset, "data_seed": str(config.data.prompt.seed)}
     with pipeline_run(config, TASK, method, run_id=run_id, extra_tags=None if run_id else tags):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if k != "n_test"})
         mlflow.set_tag("selected_prompt", prompt)
+        mlflow.log_dict(results, "selected_prompts.json")
         if table is not None:
             mlflow.set_tag("policy_prompt", chosen["policy_prompt"])
             mlflow.log_table(table, "prompts.json")
@@ -538,6 +550,34 @@ def evaluate_flow(config: Config, method: str) -> dict:
         + "\n".join(f"- {k}: {v}" for k, v in metrics.items()),
     )
     return {**metrics, "prompt": prompt}
+
+
+# the one selection every method has, so `dvc metrics show` compares like with like
+HEADLINE = "test_accuracy"
+
+
+def selection_results(method: str, prompt: str, policy_prompt: str | None) -> dict:
+    """What {method}_prompts.json says: the selected prompt(s) and which metric is the headline."""
+    if policy_prompt is None:  # none, manual: one fixed prompt, no search
+        return {
+            "headline": HEADLINE,
+            "test_accuracy": {"prompt": prompt, "selection": f"the {method} prompt"},
+        }
+    return {
+        "headline": HEADLINE,
+        "test_accuracy": {
+            "prompt": prompt,
+            "selection": "best scored: the search's prompts ranked by mean training reward, the top "
+            "eval.prompt.candidates picked on dev (evaluations = task-model queries the search spent)",
+        },
+        "policy_test_accuracy": {
+            "prompt": policy_prompt,
+            "selection": "policy: the trained policy's greedy prompt and samples, ranked by "
+            + ("the learned token reward, so policy_selection_evaluations is 0 (no task-model query)"
+               if method == "pgg" else "the gap reward (policy_selection_evaluations task-model queries)")
+            + ", picked on dev",
+        },
+    }  # fmt: skip
 
 
 def _search_blocks(config: Config, method: str) -> list[Path]:

@@ -83,6 +83,7 @@ from flows.common import (
 from flows.config import Config
 from flows.distributed import Hardware, data_parallel, hardware, make_accelerator, task_runner, write_once
 from flows.prepare import check_prepared, summarization_dir
+from flows.progress import loss_callback
 from flows.provenance import made_under, needs_remaking, stage_fingerprint, write_record
 from flows.resume import ResumableLoop, run_id_of
 from flows.stage_code import code_hash
@@ -127,17 +128,10 @@ def _sources(examples, encoder_cache: Path | None, tokenizer, models, sampling) 
     return dict(tokenize_sources(tokenizer, texts, sampling.max_source_tokens, models.source_prefix))
 
 
-def _progress(label: str, total: int, every: int = 25):
-    """on_step callback: a log line every ``every`` steps, so long phases show they are alive."""
-    logger = get_run_logger()
-
-    def report(step: int, stats: dict) -> None:
-        if step % every == 0 or step == total:
-            logger.info(
-                f"{label}: step {step}/{total}, loss {stats['loss']:.3f}, {stats['seconds']:.2f} s/step"
-            )
-
-    return report
+def _progress(label: str, total: int):
+    """on_step callback: a bar with rate and ETA (a log line per tenth off a terminal), with the loss."""
+    report = loss_callback(label, total, get_run_logger())
+    return lambda step, stats: report(step, stats["loss"])
 
 
 def _step_log(label: str, total: int):
@@ -267,7 +261,11 @@ def fit_guidance(
         max_length=sampling.max_target_tokens,
         max_source_length=sampling.max_source_tokens,
     )
-    fitted = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(lists)
+    on_step = _step_log(f"guidance iteration {iteration} (epochs)", settings.epochs)
+    on_epoch = None if on_step is None else lambda row: on_step(row["epoch"], {"loss": row["train_loss"]})
+    fitted = GuidanceTrainer(model, tokenizer, settings, accelerator=accelerator).fit(
+        lists, on_epoch=on_epoch
+    )
     report = {**fitted.as_dict(), "epoch_losses": [h["train_loss"] for h in fitted.history]}
     write_once(accelerator, lambda: save_guidance(model.cpu(), out, {"iteration": iteration, **report}))
     return report

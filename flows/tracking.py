@@ -79,6 +79,16 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
     )
 
 
+def lost_mid_run(uri: str) -> str | None:
+    """After a stage failed: the one line for an HTTP tracking server that stopped answering during the
+    run (it is unreachable now), else None (the failure is something else and keeps its traceback)."""
+    try:
+        check_reachable(uri)
+    except TrackingUnavailable as err:
+        return f"{err}; it stopped answering during the run: rerun when it is back (complete iterations are kept)"
+    return None
+
+
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True

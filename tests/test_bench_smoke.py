@@ -23,6 +23,7 @@ SECTIONS = {
     "guidance_fit": "<!-- bench:guidance_fit -->",
     "orchestration": "<!-- bench:orchestration -->",
     "dvc_rerun": "<!-- bench:dvc_rerun -->",
+    "faults": "<!-- bench:faults -->",  # one kill point and the tracking server's stop
     "memory": "<!-- bench:memory -->",
     "disk_usage": "<!-- bench:disk -->",
     "gpu_check": "Loop healthy",

@@ -39,6 +39,7 @@ BAD_PARAMS = {
         "data:\n  prompt:\n    dataset: /tmp/mine\n",
         "data.prompt.path",
     ),
+    "a preset with an unpublished seed": ("data:\n  prompt:\n    seed: 7\n", "16-shot seeds 13, 21"),
     "a preset's name for your folder": ("data:\n  prompt:\n    path: /tmp/mine\n", "is a preset"),
     "two-word verbalizer": ("data:\n  prompt:\n    verbalizers: [very good, bad]\n", "one word"),
     "verbalizers for another class count": ("data:\n  prompt:\n    verbalizers: [a, b, c]\n", "2 classes"),
@@ -160,6 +161,13 @@ def test_a_missing_data_root_stops_only_what_reads_it(tmp_path):
         ParamsError, match=r"^data.root: folder .*no/such/folder does not exist; run `make corpora`"
     ):
         check_data_root(config)
+
+
+def test_your_own_prompt_dataset_takes_any_integer_seed(data_root, tmp_path):
+    own = {"data.prompt.dataset": "mine", "data.prompt.verbalizers": ["bad", "good"]}
+    own["eval.prompt.manual_prompts"] = {"mine": "It was"}
+    path = write_params(tmp_path, f"data:\n  root: {data_root}\n")
+    assert load_params(path, {**own, "data.prompt.seed": 7}).data.prompt.seed == 7
 
 
 def test_overrides_are_validated(data_root, tmp_path):

@@ -116,6 +116,13 @@ def test_selection_picks_the_best_prompt_on_dev_and_logs_the_table(tiny_config, 
     top = sorted(rows, key=lambda r: -r["dev_accuracy"])[:3]
     assert saved["top_test_accuracy"] == pytest.approx(sum(r["test_accuracy"] for r in top) / 3, abs=1e-3)
     assert client.get_run(run_id).data.tags["selected_prompt"] == metrics["prompt"]
+    # the selected prompts are saved beside the numbers and in MLflow, the headline named
+    results = json.loads((p.metrics_dir(tiny_config) / "pgg_prompts.json").read_text())
+    assert results["headline"] == "test_accuracy" and results["test_accuracy"]["prompt"] == metrics["prompt"]
+    policy_prompt = client.get_run(run_id).data.tags["policy_prompt"]
+    assert results["policy_test_accuracy"]["prompt"] == policy_prompt
+    assert "0 (no task-model query)" in results["policy_test_accuracy"]["selection"]
+    assert json.loads(open(client.download_artifacts(run_id, "selected_prompts.json")).read()) == results
 
 
 def test_query_curve_gives_each_budget_the_policy_a_shorter_search_ends_with(
@@ -157,6 +164,8 @@ def test_baselines_write_metrics_with_the_same_budget(tiny_config, mlflow_uri):
         [client.get_experiment_by_name("pgg-prompt").experiment_id], "tags.method = 'manual'"
     )
     assert manual and manual[0].data.tags["selected_prompt"] == "It was"
+    saved = json.loads((p.metrics_dir(tiny_config) / "manual_prompts.json").read_text())
+    assert saved["test_accuracy"]["prompt"] == "It was" and "policy_test_accuracy" not in saved
 
 
 def test_resume_skips_complete_blocks_and_matches(tiny_config, mlflow_uri, monkeypatch):

@@ -15,7 +15,7 @@ from flows import summarization as s
 from flows.checkpoints import is_complete
 from flows.config import load_params
 from flows.prepare import prepare
-from flows.tracking import TrackingUnavailable
+from flows.tracking import TrackingUnavailable, lost_mid_run
 from tests.services import PROJECT_ROOT, free_port, tail, tiny_params
 
 
@@ -36,6 +36,13 @@ def test_tracking_down_fails_in_one_line_before_training(tmp_path, data_root):
     assert len(lines) == 1 and uri in lines[0], done.stderr[-2000:]
     assert not (tmp_path / "runs").exists()  # no warm start, no loop
     assert time.monotonic() - started < 60
+
+
+def test_a_server_gone_during_the_run_is_named_and_any_other_failure_is_not(mlflow_uri):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
+    line = lost_mid_run(uri)
+    assert uri in line and "stopped answering during the run" in line and "\n" not in line
+    assert lost_mid_run(mlflow_uri) is None  # a local store, no server: the failure keeps its traceback
 
 
 def test_align_flow_checks_tracking_before_the_warm_start(tmp_path, data_root, prefect_server, monkeypatch):
