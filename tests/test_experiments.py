@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import uuid
 
 import mlflow
 import pytest
@@ -14,7 +15,9 @@ from flows.config import ParamsError
 from flows.tracking import MODEL_ALIAS, crown_on_merit, data_hash, git_state
 from tests.conftest import write_params
 
-MODEL = "pgg-summarization"
+# its own registered model: the session store may already hold pgg-summarization (and a champion) from
+# the loop tests
+MODEL = f"pgg-summarization-{uuid.uuid4().hex[:8]}"
 
 
 def _version(client: mlflow.MlflowClient, rouge: float | None, data: str) -> str:
