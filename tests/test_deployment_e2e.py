@@ -55,6 +55,7 @@ def _workspace_state() -> tuple[str, str]:
 def _seed_champion(uri: str, trained_on: str) -> str:
     """A registered champion on ``trained_on`` with a validation ROUGE-L no tiny model reaches."""
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("seeded-champion")  # this store's: an earlier test's active one is elsewhere
     client = mlflow.MlflowClient()
     with mlflow.start_run(tags={"data_hash": trained_on}) as run:
         mlflow.log_metric("val/rougeL", 100.0, step=1)

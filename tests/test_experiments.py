@@ -36,6 +36,7 @@ def _champion(client: mlflow.MlflowClient) -> str:
 
 def test_champion_moves_only_to_a_better_model_on_the_same_data(mlflow_uri):
     mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("champion-on-merit")  # not the experiment an earlier test left active
     client = mlflow.MlflowClient()
 
     first = _version(client, 20.0, "data-a")
