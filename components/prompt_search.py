@@ -5,7 +5,8 @@ tasks, checkpoints and resumes them, and logs what these functions return (plain
 every entry point (the pipeline, bench/) goes through flows.prompt, so the search exists once.
 A block, step by step: 1. sample prompts from the policy, 2. score them with the task model (the gap
 reward: task-model queries), 3. update the policy by REINFORCE (pgg: on the token guidance's r_t, then
-``guidance_updates`` surrogate updates on fresh prompts scored by the guidance alone).
+``guidance_updates`` surrogate updates on fresh prompts scored by the guidance alone; with
+``pgg_update: learned``, the authors' protocol, only on fresh prompts scored by the guidance).
 """
 
 from __future__ import annotations
@@ -87,7 +88,13 @@ def run_block(
             scored.add(text, reward, 100 * acc)
         window["reward"] += rewards.tolist()
         if iteration > 0 and method != "random":  # 3. REINFORCE: r_t of the guidance (pgg) or gap reward
-            for key, value in trainer.update(ids, rewards).items():
+            learned_only = method == "pgg" and trainer.config.pgg_update == "learned"  # the authors' pgg
+            stats = (
+                trainer.learned_update(ids, rewards, generator)
+                if learned_only
+                else trainer.update(ids, rewards)
+            )
+            for key, value in stats.items():
                 window[key].append(value)
             step_losses.append(window["loss"][-1])
             for _ in range(trainer.config.guidance_updates if method == "pgg" else 0):  # the surrogate
@@ -154,17 +161,33 @@ def rank_policy_prompts(
     return [t for t, _ in ranked], [s for _, s in ranked], queries
 
 
+def authors_pick(
+    trainer: PromptTrainer, samples: int, seed: int, train: EncodedInputs, labels: torch.Tensor
+) -> dict:
+    """The authors' (RLPrompt's) final prompt: ``samples`` prompts of the trained policy scored by the gap
+    reward on the training split, the highest wins, no dev pick. Its own generator: training draws are
+    untouched. Returns the prompt, its reward and the queries spent."""
+    generator = torch.Generator().manual_seed(seed)
+    _, texts = trainer.sample(samples, generator)
+    rewards = trainer.score(texts, train, labels, generator)[0].tolist()
+    best = max(range(len(texts)), key=lambda i: rewards[i])
+    return {"prompt": texts[best], "reward": rewards[best], "queries": len(texts)}
+
+
 def selections(
     records: list[dict],
     policy: dict,
     candidates: int,
     top: int,
     accuracies: Callable[[list[str]], dict[str, list[float]]],
+    authors: dict | None = None,
+    guidance_queries: int = 0,
 ) -> tuple[dict[str, float], dict]:
-    """Both selections at one budget, each picked on dev: *best scored* (the top ``candidates`` of
-    ``records`` by training reward) and *policy* (a block's ranked policy prompts). ``accuracies``: dev and
-    test accuracy (%) of each prompt. Returns the metrics and the selected prompts with the best-scored
-    candidate table."""
+    """The selections at one budget: *best scored* (the top ``candidates`` of ``records`` by training
+    reward, picked on dev), *policy* (a block's ranked policy prompts, picked on dev) and, given
+    ``authors`` (``authors_pick``), the authors' prompt. ``accuracies``: dev and test accuracy (%) of each
+    prompt; ``guidance_queries``: fresh prompts scored for the guidance, counted in ``evaluations``.
+    Returns the metrics and the selected prompts with the best-scored candidate table."""
     ranked = rank_by_reward([r["prompt"] for r in records], [r["reward"] for r in records])[:candidates]
     best_scored = [p for p, _ in ranked]
     policy_prompts = policy["prompts"][:candidates]
@@ -174,10 +197,14 @@ def selections(
     mine = select_prompt(policy_prompts, dev[n:], test[n:], top=top)
     metrics = {
         "test_accuracy": best.test_accuracy, "top_test_accuracy": best.top_test_accuracy,
-        "dev_accuracy": best.dev_accuracy, "evaluations": len(records),
+        "dev_accuracy": best.dev_accuracy, "evaluations": len(records) + guidance_queries,
         "policy_test_accuracy": mine.test_accuracy, "policy_top_test_accuracy": mine.top_test_accuracy,
         "policy_dev_accuracy": mine.dev_accuracy, "policy_selection_evaluations": policy["queries"],
     }  # fmt: skip
+    if authors:  # scored on its own: the other prompts' batches stay as they were
+        theirs = accuracies([authors["prompt"]])
+        metrics |= {"authors_test_accuracy": theirs["test"][0], "authors_dev_accuracy": theirs["dev"][0],
+                    "authors_selection_evaluations": authors["queries"]}  # fmt: skip
     train_accuracy = {r["prompt"]: r["train_accuracy"] for r in records}
     table = {
         "prompt": best_scored,
@@ -187,4 +214,33 @@ def selections(
         "test_accuracy": test[:n],
         "selected": [p == best.prompt for p in best_scored],
     }
-    return metrics, {"prompt": best.prompt, "policy_prompt": mine.prompt, "table": table}
+    chosen = {"prompt": best.prompt, "policy_prompt": mine.prompt, "table": table}
+    return metrics, chosen | ({"authors_prompt": authors["prompt"]} if authors else {})
+
+
+USES = ("training", "guidance", "logging", "selection")
+
+
+def queries_by_use(method: str, learned_only: bool, blocks: list[dict], window_blocks: int | None) -> dict:
+    """A finished search's task-model queries by what they were for, each counted once, under its first
+    use in the order of USES. ``blocks`` (0: the warm-up): ``scored`` (prompts the block scored),
+    ``fitted`` (a guidance fit before the block), ``fresh`` (fresh prompts scored for that fit) and
+    ``selection`` (queries ranking the block's policy prompts and the authors' pick; the last block's
+    are the final selection, earlier ones only draw the query curve). training: scores that weighted an
+    update (seqpg, pgg scored); guidance: a fit's data; logging: scores only logged and searched for the
+    best-scored prompt (pgg learned, the authors'); selection: random search's scores, seqpg's warm-up and
+    the final selection."""
+    uses = dict.fromkeys(USES, 0)
+    fits = [j for j, block in enumerate(blocks) if block["fitted"]]
+    for i, block in enumerate(blocks):
+        feeds_fit = any(i < j and (window_blocks is None or i >= j - window_blocks) for j in fits)
+        if method == "random" or (i == 0 and not feeds_fit):
+            use = "selection"
+        elif i > 0 and not (method == "pgg" and learned_only):
+            use = "training"
+        else:
+            use = "guidance" if feeds_fit else "logging"
+        uses[use] += block["scored"]
+        uses["guidance"] += block["fresh"]
+    uses["selection"] += blocks[-1]["selection"]
+    return uses

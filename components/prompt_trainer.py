@@ -4,6 +4,8 @@
     rewards, accuracy = trainer.score(texts, inputs, labels, generator)  # gap reward of the task model
     stats = trainer.update(ids, rewards)                              # REINFORCE + max-entropy
     stats = trainer.guidance_update(samples, generator)              # pgg: r_t only, no task-model call
+    stats = trainer.learned_update(ids, rewards, generator)           # pgg, the authors': the update is
+                                                                      # guidance-only, the scores measure it
 
 Methods (``PromptTrainConfig.method``):
   pgg     every token's log-prob is weighted by the learned token reward r(s_t, a_t) of the fitted
@@ -15,6 +17,8 @@ Methods (``PromptTrainConfig.method``):
 pgg can also use the guidance as the cheap, dense surrogate it is meant to be: after each real
 update, ``guidance_updates`` more updates, each on ``guidance_samples`` fresh prompts scored by the
 learned token reward alone (``guidance_update``), so a task-model query buys several updates.
+With ``pgg_update: learned`` (the authors' protocol) that surrogate update is pgg's only one: a step's
+scored prompts measure the guidance and feed its next fit, and never weight an update themselves.
 With ``reward_to_go`` a token is weighted by the sum of the token rewards from it to the end. With
 ``guidance_credit: sequence`` every token of a prompt is weighted by the prompt's aggregated learned
 reward, as seqpg weights it by the gap reward (an ablation of the token-level credit). With
@@ -64,6 +68,7 @@ class PromptTrainConfig:
     guidance_samples: int  # prompts per surrogate update
     reward_to_go: bool  # pgg: weight token t by sum_{t' >= t} r_t' instead of r_t
     guidance_credit: str  # pgg: token (r_t, the paper's) | sequence (the prompt's aggregate) | gap_spread
+    pgg_update: str = "scored"  # pgg: scored (on the step's scored prompts) | learned (guidance-only)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -74,6 +79,8 @@ class PromptTrainConfig:
             )
         if self.guidance_credit == "gap_spread" and not self.normalize_rewards:
             raise ValueError("guidance_credit gap_spread adds z-scores; set normalize_rewards: true")
+        if self.pgg_update not in ("scored", "learned"):
+            raise ValueError(f"unknown pgg_update {self.pgg_update!r}; use scored or learned")
 
 
 def z_score(rewards: torch.Tensor) -> torch.Tensor:
@@ -155,9 +162,22 @@ class PromptTrainer:
             raise ValueError("random search takes no policy update")
         return {**stats, **self._step(loss, entropy)}
 
+    def learned_update(
+        self, ids: torch.Tensor, rewards: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, float]:
+        """pgg, the authors' step: one update on guidance_samples fresh prompts scored by the learned
+        reward alone. The step's scored prompts ``ids`` (one example subset) only measure the guidance:
+        the pairs of the whole batch it orders like the gap reward (correct, total)."""
+        correct, pairs = pairwise_accuracy(self.guidance_scores(ids)[None], rewards[None])
+        stats = self._guidance_step(self.config.guidance_samples, generator)
+        return {"guidance_correct": correct, "guidance_pairs": pairs, **stats}
+
     def guidance_update(self, n: int, generator: torch.Generator) -> dict[str, float]:
         """pgg: one update on ``n`` fresh prompts whose only reward is the learned token reward; the
         task model is not called."""
+        return {f"surrogate_{key}": value for key, value in self._guidance_step(n, generator).items()}
+
+    def _guidance_step(self, n: int, generator: torch.Generator) -> dict[str, float]:
         cfg = self.config
         if cfg.method != "pgg" or self.reward_model is None:
             raise ValueError("guidance-only updates need method pgg and a fitted token reward model")
@@ -169,11 +189,10 @@ class PromptTrainer:
         log_probs, entropy = self.policy.log_probs_and_entropy(ids)
         with torch.no_grad():
             token_rewards = self.reward_model(ids, torch.ones_like(ids))
-        stats = self._step(
+        return self._step(
             token_guided_reinforce_loss(log_probs, entropy, self._weights(token_rewards), cfg.entropy_coef),
             entropy,
         )
-        return {f"surrogate_{key}": value for key, value in stats.items()}
 
     def _weights(self, token_rewards: torch.Tensor, gap_rewards: torch.Tensor | None = None) -> torch.Tensor:
         """pgg's REINFORCE weights ``[n, L]``: r_t (or its reward-to-go), z-scored when normalize_rewards.

@@ -207,6 +207,13 @@ class PromptSampling(Section):
     temperature: PositiveFloat
     lists_per_step: PositiveInt  # a policy step samples lists_per_step x k prompts
     warmup_lists: PositiveInt  # lists from the initial policy before step 1 (the first guidance fit)
+    # prompts scored per policy step (one example subset); null: lists_per_step x k. The authors' 16 is
+    # not a multiple of k = 5, so its lists must be resampled (guidance.prompt.resampled_lists)
+    prompts_per_step: PositiveInt | None
+
+    @property
+    def step_prompts(self) -> int:
+        return self.prompts_per_step or self.lists_per_step * self.k
 
 
 class SamplingConfig(Section):
@@ -306,6 +313,9 @@ class PromptGuidanceSection(GuidanceSection):
     resampled_lists: NonNegativeInt
     # with freeze_backbone false: only the top trainable_layers layers train (null: the whole backbone)
     trainable_layers: NonNegativeInt | None
+    # before each refit after the first, this many fresh prompts of the current policy are scored (in
+    # batches of a policy step's size) and join the fit's data: the authors' streamed fit data. 0: none
+    fresh_prompts: NonNegativeInt
 
     @model_validator(mode="after")
     def _layers_need_trainable_backbone(self):
@@ -391,6 +401,10 @@ class PromptPolicySection(Section):
     # aggregated learned reward, seqpg's update on the learned reward: an ablation of the token credit) |
     # gap_spread (seqpg's gap reward, moved between a prompt's tokens by the guidance)
     guidance_credit: Literal["token", "sequence", "gap_spread"]
+    # pgg: scored (REINFORCE on the step's task-model-scored prompts, r_t as credit) | learned (the
+    # authors': each step updates on guidance_samples fresh prompts scored by the learned reward alone;
+    # the step's scored prompts only log, select and feed the guidance)
+    pgg_update: Literal["scored", "learned"]
 
     @model_validator(mode="after")
     def _credit_and_reward_to_go(self):
@@ -400,10 +414,10 @@ class PromptPolicySection(Section):
             )
         if self.guidance_credit == "gap_spread" and not self.normalize_rewards:
             raise ValueError("guidance_credit gap_spread adds z-scored rewards; set normalize_rewards: true")
-        if self.guidance_credit == "gap_spread" and self.guidance_updates:
+        if self.guidance_credit == "gap_spread" and (self.guidance_updates or self.pgg_update == "learned"):
             raise ValueError(
                 "guidance_credit gap_spread needs each prompt's gap reward, which guidance-only updates lack; "
-                "set guidance_updates: 0 or guidance_credit: token"
+                "set guidance_updates: 0, pgg_update: scored or guidance_credit: token"
             )
         return self
 
@@ -540,19 +554,27 @@ class Config(Section):
                 "data.prompt.template: the mlm task model needs a cloze template for your dataset, "
                 'e.g. "{input} {prompt} {mask} ."'
             )
+        sampling = self.sampling.prompt
+        if sampling.step_prompts % sampling.k and not self.guidance.prompt.resampled_lists:
+            raise ValueError(
+                f"sampling.prompt.prompts_per_step {sampling.step_prompts} is not a multiple of k "
+                f"{sampling.k}, so a step's prompts do not form lists; set guidance.prompt.resampled_lists"
+            )
+        if sampling.step_prompts % sampling.k and self.policy.prompt.pgg_update == "scored":
+            raise ValueError(
+                f"policy.prompt.pgg_update scored ranks a step's prompts in lists of k {sampling.k}; set "
+                f"sampling.prompt.prompts_per_step to a multiple of k or pgg_update: learned"
+            )
         return self
 
     def prompt_block_steps(self, iteration: int) -> list[tuple[int, int]]:
         """(policy step, prompts to score) of each step of a prompt search's block ``iteration``; the
         warm-up (iteration 0) scores warmup_lists lists at step 0 without updating."""
         sampling, loop = self.sampling.prompt, self.loop.prompt
-        batch = sampling.lists_per_step * sampling.k
+        batch = sampling.step_prompts
         if iteration == 0:
-            steps = -(-sampling.warmup_lists // sampling.lists_per_step)
-            return [
-                (0, min(batch, (sampling.warmup_lists - i * sampling.lists_per_step) * sampling.k))
-                for i in range(steps)
-            ]
+            total = sampling.warmup_lists * sampling.k
+            return [(0, min(batch, total - start)) for start in range(0, total, batch)]
         first = (iteration - 1) * loop.refit_every + 1
         return [(step, batch) for step in range(first, min(first + loop.refit_every, loop.policy_steps + 1))]
 

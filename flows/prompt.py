@@ -61,7 +61,9 @@ from components.models import ModelSpec, load_tokenizer
 from components.preferences import resampled_lists
 from components.prompt_policy import PromptPolicy, build_prompt_policy
 from components.prompt_search import (
+    authors_pick,
     guidance_window,
+    queries_by_use,
     rank_policy_prompts,
     ranked_lists,
     refit_due,
@@ -96,6 +98,7 @@ TASK = "prompt"
 SEARCH_METHODS = ("pgg", "seqpg", "random")
 METHODS = ("none", "manual", *SEARCH_METHODS)
 SPLITS = ("train", "dev", "test")
+FRESH_FILE = "fresh_prompts.jsonl"  # a refit's freshly scored prompts (guidance.prompt.fresh_prompts)
 EMBED_STAGE = "prompt_embed"  # the DVC stage whose output is embeddings/, which every method reads
 TASK_MODEL_KINDS = {"prototype": "prototype", "prefix_lm": "prefix_lm", "mlm": "masked_lm"}
 
@@ -311,7 +314,41 @@ def search_block(
         )
         top = settings.candidates
         result["policy_candidates"] = {"prompts": prompts[:top], "scores": scores[:top], "queries": queries}
+        if method != "random":  # the authors' pick: one step's worth of policy samples, best gap reward
+            result["authors_pick"] = authors_pick(
+                trainer,
+                config.sampling.prompt.step_prompts,
+                config.runtime.seed * 1000 + 998,
+                *splits["train"],
+            )
     return result
+
+
+@task(task_run_name="fresh-prompts-{method}-iter{iteration}")
+def score_fresh_prompts(method: str, iteration: int, start: Path, out: str, config: Config) -> int:
+    """guidance.prompt.fresh_prompts new prompts of the policy after block ``iteration`` - 1, scored in
+    batches of a policy step's size (one example subset each), no update: the data the authors' reward
+    fit streams. Writes them to ``out`` as a block's prompts.jsonl; returns how many were scored."""
+    device = apply_runtime(config.runtime)
+    generator = seed_everything(config.runtime.seed * 1000 + 500 + iteration)
+    trainer = _trainer(config, method, 0, start, None, device, resume=False)
+    splits = {split: _load_encoded(embedding_file(config, split), device) for split in ("train", "dev")}
+    total, batch = config.guidance.prompt.fresh_prompts, config.sampling.prompt.step_prompts
+    step = (iteration - 1) * config.loop.prompt.refit_every
+    steps = [(step, min(batch, total - done)) for done in range(0, total, batch)]
+    block = run_block(
+        trainer,
+        method,
+        0,
+        steps,
+        generator,
+        splits,
+        [],
+        config.sampling.prompt.k,
+        config.eval.prompt.log_every,
+    )
+    atomic_write_text(Path(out), "".join(json.dumps(r) + "\n" for r in block["records"]))
+    return len(block["records"])
 
 
 @task
@@ -430,11 +467,15 @@ def search_flow(config: Config, method: str) -> list[dict]:
                 report = None
                 if refit_due(
                     method, it.number, guidance is not None, first_step, schedule.refit_until
-                ):  # 1. fit token rewards
-                    report = fit_guidance(  # on the lists of the last window_blocks blocks
-                        guidance_window(history, config.guidance.prompt.window_blocks), guidance, str(it.dir / "guidance"), config,
-                        it.number, first_step,
-                    )  # fmt: skip
+                ):  # 1. fit token rewards on the lists of the last window_blocks blocks (+ fresh prompts)
+                    data = guidance_window(history, config.guidance.prompt.window_blocks)
+                    if config.guidance.prompt.fresh_prompts and it.number > 1:  # the first fit: the warm-up
+                        it.dir.mkdir(parents=True, exist_ok=True)
+                        score_fresh_prompts(method, it.number, start, str(it.dir / FRESH_FILE), config)
+                        data = [*data, it.dir / FRESH_FILE]
+                    report = fit_guidance(
+                        data, guidance, str(it.dir / "guidance"), config, it.number, first_step
+                    )
                     guidance = it.dir / "guidance"
                     if not report["learned"]:
                         get_run_logger().warning(unlearned_guidance(report, it.number, TASK))
@@ -517,17 +558,21 @@ def evaluate_flow(config: Config, method: str) -> dict:
         prompt = prompts[0] if prompts else ""
     else:
         records = _search_prompts(config, method)  # checks that the search is complete
-        last_block = read_state(_search_blocks(config, method)[-1])
-        metrics, chosen = _selections(config, records, last_block["policy_candidates"])
+        blocks = _search_blocks(config, method)
+        last_block = read_state(blocks[-1])
+        metrics, chosen = _selections(
+            config, records, last_block["policy_candidates"], last_block.get("authors_pick"), _fresh(blocks)
+        )
         prompt, table = chosen["prompt"], chosen["table"]
         curve = [*(query_curve(config, method) if settings.query_curve else []),
                  {"queries": metrics["evaluations"], **metrics}]  # fmt: skip
+        metrics |= {f"queries_{use}": n for use, n in _queries_by_use(config, method, blocks).items()}
     metrics = {k: round(float(v), 3) for k, v in metrics.items()}
     metrics["n_test"] = len(_load_encoded(embedding_file(config, "test"), torch.device("cpu"))[1])
     atomic_write_json(metrics_dir(config) / f"{method}.json", metrics)
     curve = [{k: round(float(v), 3) if k != "queries" else int(v) for k, v in row.items()} for row in curve]
     atomic_write_json(metrics_dir(config) / f"{method}_queries.json", curve)
-    results = selection_results(method, prompt, chosen["policy_prompt"] if table is not None else None)
+    results = selection_results(method, prompt, chosen if table is not None else None)
     # text, so beside the metrics file (`dvc metrics` reads numbers only)
     atomic_write_json(metrics_dir(config) / f"{method}_prompts.json", results)
 
@@ -556,14 +601,14 @@ def evaluate_flow(config: Config, method: str) -> dict:
 HEADLINE = "test_accuracy"
 
 
-def selection_results(method: str, prompt: str, policy_prompt: str | None) -> dict:
+def selection_results(method: str, prompt: str, chosen: dict | None) -> dict:
     """What {method}_prompts.json says: the selected prompt(s) and which metric is the headline."""
-    if policy_prompt is None:  # none, manual: one fixed prompt, no search
+    if chosen is None:  # none, manual: one fixed prompt, no search
         return {
             "headline": HEADLINE,
             "test_accuracy": {"prompt": prompt, "selection": f"the {method} prompt"},
         }
-    return {
+    results = {
         "headline": HEADLINE,
         "test_accuracy": {
             "prompt": prompt,
@@ -571,26 +616,55 @@ def selection_results(method: str, prompt: str, policy_prompt: str | None) -> di
             "eval.prompt.candidates picked on dev (evaluations = task-model queries the search spent)",
         },
         "policy_test_accuracy": {
-            "prompt": policy_prompt,
+            "prompt": chosen["policy_prompt"],
             "selection": "policy: the trained policy's greedy prompt and samples, ranked by "
             + ("the learned token reward, so policy_selection_evaluations is 0 (no task-model query)"
                if method == "pgg" else "the gap reward (policy_selection_evaluations task-model queries)")
             + ", picked on dev",
         },
     }  # fmt: skip
+    if "authors_prompt" in chosen:
+        results["authors_test_accuracy"] = {
+            "prompt": chosen["authors_prompt"],
+            "selection": "the authors' (RLPrompt's): one step's worth of the trained policy's samples scored "
+            "by the gap reward on the training split, the highest wins (authors_selection_evaluations "
+            "task-model queries), no dev pick",
+        }
+    return results
 
 
 def _search_blocks(config: Config, method: str) -> list[Path]:
     return [runs_dir(config) / method / f"iter-{i}" for i in range(config.loop.prompt.iterations + 1)]
 
 
-def _selections(config: Config, records: list[dict], policy: dict) -> tuple[dict[str, float], dict]:
+def _selections(
+    config: Config, records: list[dict], policy: dict, authors: dict | None, fresh: int
+) -> tuple[dict[str, float], dict]:
     """components.prompt_search.selections on the cached dev and test encodings."""
     settings = config.eval.prompt
     return selections(
         records, policy, settings.candidates, settings.top_prompts,
-        lambda prompts: prompt_accuracies(prompts, ("dev", "test"), config),
+        lambda prompts: prompt_accuracies(prompts, ("dev", "test"), config), authors, fresh,
     )  # fmt: skip
+
+
+def _fresh(blocks: list[Path]) -> int:
+    """Fresh prompts scored for the guidance fits before these blocks."""
+    return sum(len(_read_prompts(b / FRESH_FILE)) for b in blocks if (b / FRESH_FILE).exists())
+
+
+def _queries_by_use(config: Config, method: str, blocks: list[Path]) -> dict[str, int]:
+    """components.prompt_search.queries_by_use of a finished search, read from its blocks."""
+    rows = []
+    for block in blocks:
+        state = read_state(block)
+        spent = [state.get("policy_candidates"), state.get("authors_pick")]
+        rows.append({
+            "scored": len(_read_prompts(block / "prompts.jsonl")), "fitted": bool(state.get("guidance")),
+            "fresh": _fresh([block]), "selection": sum(s["queries"] for s in spent if s),
+        })  # fmt: skip
+    learned_only = config.policy.prompt.pgg_update == "learned"
+    return queries_by_use(method, learned_only, rows, config.guidance.prompt.window_blocks)
 
 
 def query_curve(config: Config, method: str) -> list[dict]:
@@ -598,12 +672,16 @@ def query_curve(config: Config, method: str) -> list[dict]:
     own metrics), against the task-model queries spent so far: the sample-efficiency curve. A block's
     policy is exactly the final policy of a search with that budget (nothing in a block depends on the
     blocks after it: constant lr, same seeds, same refit points), so one search gives every budget."""
-    rows, records = [], []
-    for block in _search_blocks(config, method)[:-1]:
+    rows, records, blocks = [], [], _search_blocks(config, method)
+    for number, block in enumerate(blocks[:-1]):
         records += _read_prompts(block / "prompts.jsonl")
-        policy = read_state(block).get("policy_candidates")
-        if policy is not None:
-            rows.append({"queries": len(records), **_selections(config, records, policy)[0]})
+        state = read_state(block)
+        if state.get("policy_candidates") is not None:
+            fresh = _fresh(blocks[: number + 1])
+            metrics = _selections(
+                config, records, state["policy_candidates"], state.get("authors_pick"), fresh
+            )[0]
+            rows.append({"queries": metrics["evaluations"], **metrics})
     return rows
 
 

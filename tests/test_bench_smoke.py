@@ -27,8 +27,11 @@ SECTIONS = {
     "memory": "<!-- bench:memory -->",
     "disk_usage": "<!-- bench:disk -->",
     "gpu_check": "Loop healthy",
+    "prompt_authors_protocol": "<!-- bench:prompt_authors_protocol -->",
 }
-TAKES_PARAMS = ("summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency")
+TAKES_PARAMS = (
+    "summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency", "prompt_authors_protocol",
+)  # fmt: skip
 
 
 def _smoke(name: str, folder, prefect_server, *args: str) -> str:

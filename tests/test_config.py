@@ -222,3 +222,27 @@ def test_prompt_block_steps_cover_the_warm_up_and_every_policy_step_once():
     blocks = [config.prompt_block_steps(i) for i in range(1, 4)]
     assert [step for block in blocks for step, _ in block] == list(range(1, 8))  # the last block is short
     assert {n for block in blocks for _, n in block} == {20}
+
+
+def test_prompts_per_step_must_form_lists_or_be_resampled(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(DEFAULT_PARAMS.read_text())
+    with pytest.raises(ParamsError, match="not a multiple of k 5.*resampled_lists"):
+        load_params(params, {"sampling.prompt.prompts_per_step": 16})
+    with pytest.raises(ParamsError, match="pgg_update scored"):
+        load_params(params, {"sampling.prompt.prompts_per_step": 16, "guidance.prompt.resampled_lists": 64})
+    config = load_params(params, {"sampling.prompt.prompts_per_step": 16, "guidance.prompt.resampled_lists": 64,
+                                  "policy.prompt.pgg_update": "learned"})  # fmt: skip
+    assert config.prompt_block_steps(1)[0] == (1, 16)
+    assert [n for _, n in config.prompt_block_steps(0)] == [16] * 40  # 128 lists of 5 in steps of 16
+
+
+def test_the_authors_prompt_profile_sets_their_protocol_and_nothing_else():
+    overlay = yaml.safe_load((PROJECT_ROOT / "params-authors-prompt.yaml").read_text())
+    config = load_params(PROJECT_ROOT / "params-authors-prompt.yaml")
+    assert (config.sampling.prompt.step_prompts, config.policy.prompt.guidance_samples) == (16, 64)
+    assert config.policy.prompt.pgg_update == "learned" and config.guidance.prompt.resampled_lists == 64
+    schedule = config.loop.prompt
+    assert (schedule.policy_steps, schedule.refit_every, schedule.refit_until) == (12000, 1000, 6000)
+    assert set(overlay) == {"sampling", "guidance", "policy", "loop", "eval"}  # budget and schedule only
+    assert config.policy.prompt.lr == load_params(DEFAULT_PARAMS).policy.prompt.lr  # pgg's own lr stays

@@ -133,8 +133,9 @@ def test_query_curve_gives_each_budget_the_policy_a_shorter_search_ends_with(
     curve = json.loads((p.metrics_dir(tiny_config) / "pgg_queries.json").read_text())
     assert [r["queries"] for r in curve] == [18, EVALUATIONS]  # warm-up 12, then 6 per block
     assert curve[-1] == {
-        "queries": EVALUATIONS, **{k: v for k, v in final.items() if k not in ("prompt", "n_test")}
-    }  # fmt: skip
+        "queries": EVALUATIONS,
+        **{k: v for k, v in final.items() if k not in ("prompt", "n_test") and not k.startswith("queries_")},
+    }  # whole-search counts by use are the metrics' only
     client = MlflowClient(mlflow_uri)
     run_id = (p.runs_dir(tiny_config) / "pgg/mlflow_run_id").read_text()
     assert _steps(client, run_id, "queries/policy_test_accuracy") == [18, EVALUATIONS]
@@ -287,3 +288,41 @@ def test_refits_learn_from_every_block_resampled_with_trainable_layers(tiny_para
     assert (first["n_train"], first["n_val"]) == (2, 2) and (second["n_train"], second["n_val"]) == (4, 2)
     settings = json.loads((method_dir / "iter-2" / "guidance" / "reward_model.json").read_text())
     assert settings["trainable_layers"] == 1 and not settings["freeze_backbone"]
+
+
+def test_authors_protocol_updates_on_the_learned_reward_and_counts_queries_by_use(
+    tiny_params, tmp_path, mlflow_uri
+):
+    """pgg_update learned: pgg's steps update on guidance samples only, refits after the first stream
+    fresh prompts, 4 prompts per step (not a multiple of K = 3: resampled lists), the authors' pick."""
+    overrides = {
+        "runtime.runs_dir": str(tmp_path / "runs"),
+        "sampling.prompt.prompts_per_step": 4,
+        "loop.prompt.refit_until": 2,  # refits before steps 1 and 2: the second streams fresh prompts
+        "guidance.prompt": {"resampled_lists": 3, "fresh_prompts": 8},
+        "policy.prompt": {"pgg_update": "learned", "guidance_samples": 5},
+    }
+    config = load_params(tiny_params, overrides)
+    rows = p.search_flow(config, "pgg")
+    method_dir = p.runs_dir(config) / "pgg"
+    assert not (method_dir / "iter-1" / p.FRESH_FILE).exists()  # the first fit learns from the warm-up
+    fresh = p._read_prompts(method_dir / "iter-2" / p.FRESH_FILE)
+    assert len(fresh) == 8 and sorted({r["batch"] for r in fresh}) == [0, 1]  # 2 score calls of 4
+    assert all(r["step"] == 1 for r in fresh)  # sampled after step 1, before step 2
+    assert rows[-1]["guidance/online_accuracy"] >= 0  # the step's 4 scored prompts measure the guidance
+    metrics = p.evaluate_flow(config, "pgg")
+    warmup, steps = 12, 2 * 4  # warm-up: 4 lists of K = 3 in batches of 4; 2 steps of 4
+    assert metrics["evaluations"] == warmup + steps + 8
+    assert metrics["authors_selection_evaluations"] == 4 and 0 <= metrics["authors_test_accuracy"] <= 100
+    # warm-up and fresh prompts fed a fit; block 1's step prompts fed the second fit, block 2's only logged
+    assert (metrics["queries_training"], metrics["queries_guidance"], metrics["queries_logging"]) == (
+        0, warmup + 4 + 8, 4,
+    )  # fmt: skip
+    assert metrics["queries_selection"] == metrics["policy_selection_evaluations"] + 4 == 4
+    saved = json.loads((p.metrics_dir(config) / "pgg_prompts.json").read_text())
+    assert saved["authors_test_accuracy"]["prompt"]
+
+    p.search_flow(config, "seqpg")
+    seqpg = p.evaluate_flow(config, "seqpg")
+    assert (seqpg["queries_training"], seqpg["queries_guidance"]) == (steps, 0)
+    assert seqpg["queries_selection"] == warmup + seqpg["policy_selection_evaluations"] + 4

@@ -77,6 +77,23 @@ def test_guidance_only_updates_move_the_policy_without_a_task_model_query(parts)
         PromptTrainer(policy, task_model, _config("seqpg")).guidance_update(4, torch.Generator())
 
 
+def test_the_authors_pgg_step_updates_on_learned_samples_and_only_measures_the_scored_batch(parts):
+    policy, reward_model, task_model, inputs, labels = parts
+    config = _config("pgg", lr=1e-2, pgg_update="learned", guidance_samples=6)
+    trainer = PromptTrainer(policy, task_model, config, reward_model)
+    generator = torch.Generator().manual_seed(0)
+    ids, texts = trainer.sample(5, generator)  # a batch need not form lists of k = 2
+    rewards, _ = trainer.score(texts, inputs, labels, generator)
+    before = [p.detach().clone() for p in policy.adaptor.parameters()]
+    stats = trainer.learned_update(ids, rewards, generator)
+    assert task_model.prompts == 5  # the update itself queries nothing
+    distinct = len(set(rewards.tolist()))
+    assert stats["guidance_pairs"] == distinct * (distinct - 1) // 2 and set(stats) >= {"loss", "entropy"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.adaptor.parameters(), strict=True))
+    with pytest.raises(ValueError, match="unknown pgg_update 'both'"):
+        _config("pgg", pgg_update="both")
+
+
 def test_reward_to_go_weights_each_token_by_the_rewards_it_leads_to(parts):
     from components.prompt_losses import reward_to_go
 
