@@ -59,12 +59,13 @@ SMOKE_PROTOCOL = {
 
 
 def protocol(steps: int, args: argparse.Namespace) -> dict:
-    """params changes of an N-step run: the authors' schedule (refits every N/12 steps until N/2)."""
+    """params changes of an N-step run: the authors' schedule (a fit before training, then every N/12 steps
+    up to step N/2)."""
     changes = {
         "models.prompt.task_model": args.task_model,
         "loop.prompt.policy_steps": steps,
         "loop.prompt.refit_every": max(steps // 12, 1),
-        "loop.prompt.refit_until": steps // 2,
+        "loop.prompt.refit_until": steps // 2 + 1,  # their last refit is at step N/2: 7 fits in all
     }
     for key, value in (
         ("guidance.prompt.fresh_prompts", args.fresh_prompts),

@@ -243,6 +243,6 @@ def test_the_authors_prompt_profile_sets_their_protocol_and_nothing_else():
     assert (config.sampling.prompt.step_prompts, config.policy.prompt.guidance_samples) == (16, 64)
     assert config.policy.prompt.pgg_update == "learned" and config.guidance.prompt.resampled_lists == 64
     schedule = config.loop.prompt
-    assert (schedule.policy_steps, schedule.refit_every, schedule.refit_until) == (12000, 1000, 6000)
+    assert (schedule.policy_steps, schedule.refit_every, schedule.refit_until) == (12000, 1000, 6001)
     assert set(overlay) == {"sampling", "guidance", "policy", "loop", "eval"}  # budget and schedule only
     assert config.policy.prompt.lr == load_params(DEFAULT_PARAMS).policy.prompt.lr  # pgg's own lr stays
