@@ -2,8 +2,8 @@
 search at equal policy steps, each step scoring 16 prompts with the task model.
 
     python -m bench.prompt_authors_protocol [--steps 12000] [--seeds 13 21 42] [--task-model prefix_lm]
-    python -m bench.prompt_authors_protocol --steps 240 --fresh-prompts 320 --warmup-lists 64 \\
-        --guidance-epochs 5 --guidance-patience 2          # the CPU run of BENCHMARKS (~15 min per seed)
+    python -m bench.prompt_authors_protocol --steps 120 --warmup-lists 32 --fresh-prompts 160 \\
+        --lists-per-batch 16 --guidance-epochs 5 --guidance-patience 2   # the CPU run of BENCHMARKS
     python -m bench.prompt_authors_protocol --smoke        # tiny models, seconds
 
 pgg (``pgg_update: learned``) updates its policy on 64 prompts a step scored by the learned reward only;
@@ -69,6 +69,7 @@ def protocol(steps: int, args: argparse.Namespace) -> dict:
     }
     for key, value in (
         ("guidance.prompt.fresh_prompts", args.fresh_prompts),
+        ("guidance.prompt.resampled_lists", args.lists_per_batch),
         ("sampling.prompt.warmup_lists", args.warmup_lists),
         ("guidance.prompt.epochs", args.guidance_epochs),
         ("guidance.prompt.patience", args.guidance_patience),
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="sst-2")
     parser.add_argument("--task-model", default="prototype", choices=("prototype", "prefix_lm"))
     parser.add_argument("--fresh-prompts", type=int, default=None, help="fresh prompts per later fit")
+    parser.add_argument("--lists-per-batch", type=int, default=None, help="lists drawn per scored batch")
     parser.add_argument("--warmup-lists", type=int, default=None, help="lists of 5 before the first fit")
     parser.add_argument("--guidance-epochs", type=int, default=None)
     parser.add_argument("--guidance-patience", type=int, default=None)
