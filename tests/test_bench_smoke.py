@@ -27,8 +27,11 @@ SECTIONS = {
     "memory": "<!-- bench:memory -->",
     "disk_usage": "<!-- bench:disk -->",
     "gpu_check": "Loop healthy",
+    "prompt_scoring": "<!-- bench:prompt_scoring -->",
 }
-TAKES_PARAMS = ("summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency")
+TAKES_PARAMS = (
+    "summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency", "prompt_scoring",
+)  # fmt: skip
 
 
 def _smoke(name: str, folder, prefect_server, *args: str) -> str:
