@@ -10,6 +10,13 @@ Several continuations of one input are scored in one call: they are laid side by
 input, with a block-diagonal mask so that a continuation never sees another one, and position ids
 that restart after the input for each of them. The result equals the full forward of each
 ``[CLS] x continuation`` with the prefix-LM mask (tests check it against the Hugging Face model).
+
+``pool_shared_continuations`` is the fast path of the task model, where every input gets the same
+continuations and only their mean-pooled states are needed: the same numbers as ``extend`` (to float
+rounding) without padding tokens, copies of the cache or a block-diagonal mask. ``extend`` stays the
+straightforward reference it is checked against. The continuation tokens attend to each other in
+both directions, so a prompt's states depend on the verbalizer after it: they cannot be shared
+across classes without changing the scores.
 """
 
 from __future__ import annotations
@@ -115,4 +122,61 @@ def pooled_continuations(prefix: PrefixStates, states: torch.Tensor, mask: torch
     weights = mask.unsqueeze(-1).to(states.dtype)
     total = prefix.state_sum.unsqueeze(1) + (states * weights).sum(2)
     count = prefix.lengths.view(-1, 1, 1) + weights.sum(2)
+    return F.normalize(total / count, dim=-1)
+
+
+@torch.no_grad()
+def pool_shared_continuations(
+    encoder: PreTrainedModel, prefix: PrefixStates, continuations: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``pooled_continuations(prefix, extend(...), mask)`` when every input gets the same S continuations.
+
+    ``continuations`` and ``mask`` are [S, T] (padding on the right); returns [N, S, H]. The same
+    numbers as ``extend`` (to float rounding) for less work and fewer copies:
+    - the projections and the feed-forward, nearly all the FLOPs, run on the real continuation
+      tokens only, packed ([N, M, H], M = the real tokens of all S continuations);
+    - attention is split in two products with one softmax over both: the queries against the
+      input's cached keys (one batched matmul; the cache is never copied or concatenated) and each
+      continuation's queries against its own keys ([S, T, T] blocks, not an [S*T, S*T]
+      block-diagonal mask). A continuation sees the input and all of itself, nothing else;
+    - the query, key and value projections are one matmul.
+    """
+    n, (s, t) = len(prefix), continuations.shape
+    heads, device = encoder.config.num_attention_heads, continuations.device
+    real = mask.reshape(-1).nonzero().squeeze(-1)  # packed token -> its place in the [S*T] grid
+    hidden = encoder.embeddings(
+        input_ids=continuations.reshape(-1)[real].expand(n, -1),
+        position_ids=prefix.lengths.view(n, 1) + torch.arange(t, device=device).repeat(s)[real].view(1, -1),
+        token_type_ids=torch.zeros(n, len(real), dtype=torch.long, device=device),
+    )  # [N, M, H]
+    width, length = hidden.shape[-1], prefix.mask.shape[1]
+    head_dim = width // heads
+
+    def grid(packed: torch.Tensor) -> torch.Tensor:
+        """[N, M, X] -> [N, S, T, X], zeros on the padding."""
+        out = packed.new_zeros(n, s * t, packed.shape[-1]).index_copy_(1, real, packed)
+        return out.view(n, s, t, -1)
+
+    # Additive masks: the input's padding, and the padding of the query's own continuation.
+    no_prefix = hidden.new_zeros(n, 1, 1, 1, length).masked_fill_(
+        ~prefix.mask.view(n, 1, 1, 1, -1), -torch.inf
+    )
+    no_own = hidden.new_zeros(1, 1, s, 1, t).masked_fill_(~mask.view(1, 1, s, 1, t), -torch.inf)
+    for layer, cached_k, cached_v in zip(encoder.encoder.layer, prefix.keys, prefix.values, strict=True):
+        projections = (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value)
+        weight, bias = torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+        qkv = grid(F.linear(hidden, weight, bias)).view(n, s, t, 3, heads, head_dim)
+        query, key, value = qkv.permute(3, 0, 4, 1, 2, 5)  # each [N, heads, S, T, head_dim]
+        on_prefix = query.reshape(n, heads, s * t, head_dim) @ cached_k.transpose(-1, -2)
+        on_own = query @ key.transpose(-1, -2)  # [N, heads, S, T, T]
+        scores = torch.cat([on_prefix.view(n, heads, s, t, length) + no_prefix, on_own + no_own], dim=-1)
+        weights = torch.softmax(scores.mul_(head_dim**-0.5), dim=-1)
+        context = (weights[..., :length].reshape(n, heads, s * t, length) @ cached_v).view_as(query)
+        context += weights[..., length:] @ value
+        context = context.permute(0, 2, 3, 1, 4).reshape(n, s * t, width)[:, real]
+        hidden = layer.attention.output(context, hidden)
+        hidden = layer.output(layer.intermediate(hidden), hidden)
+    # Mean pool over [CLS] x continuation: the input's cached sum plus each continuation's tokens.
+    total = prefix.state_sum.unsqueeze(1) + grid(hidden).sum(2)
+    count = prefix.lengths.view(-1, 1, 1) + mask.sum(-1).view(1, -1, 1)
     return F.normalize(total / count, dim=-1)

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.data import VERBALIZERS, DataError
-from components.prefix_encoder import PrefixStates, encode_prefix, extend, pooled_continuations
+from components.prefix_encoder import (
+    PrefixStates,
+    encode_prefix,
+    extend,
+    pool_shared_continuations,
+    pooled_continuations,
+)
 
 # Cloze templates of the paper (RLPrompt): the mask goes after the input for sentiment, before it for topic.
 TEMPLATES: dict[str, str] = {
@@ -210,6 +216,11 @@ class PrefixLMTaskModel(TaskModel):
     split of at most ``cache_tokens`` tokens are kept after its first use, larger splits are encoded
     ``batch_size`` inputs at a time on each call. ``filled`` cosine gaps are ~6x smaller than the
     prototype's, so temperature 0.01 here is as sharp as 0.05 there.
+
+    ``packed`` (default) runs the continuations with ``pool_shared_continuations`` (no padding, attention
+    split between the cache and each continuation); ``packed=False`` is the straightforward padded
+    ``extend`` with a block-diagonal mask, the same probabilities to float rounding, kept as the
+    reference for the tests and ``python -m bench.prompt_scoring``.
     """
 
     def __init__(
@@ -223,6 +234,7 @@ class PrefixLMTaskModel(TaskModel):
         batch_size: int = 64,
         max_continuations: int = 32,
         cache_tokens: int = 8192,
+        packed: bool = True,
     ):
         if len(verbalizers) < 2:
             raise VerbalizerError(f"need at least 2 verbalizers, got {list(verbalizers)}")
@@ -244,6 +256,7 @@ class PrefixLMTaskModel(TaskModel):
         self.batch_size = batch_size
         self.max_continuations = max_continuations
         self.cache_tokens = cache_tokens
+        self.packed = packed
         self._cache: dict[int, tuple[EncodedInputs, list[tuple[slice, PrefixStates, torch.Tensor]]]] = {}
 
     def encode_inputs(self, texts: list[str]) -> EncodedInputs:
@@ -254,10 +267,8 @@ class PrefixLMTaskModel(TaskModel):
         return EncodedInputs(ids, len(ids))
 
     def _continuation_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [
-            self.tokenizer(t, add_special_tokens=False)["input_ids"] + [self.tokenizer.sep_token_id]
-            for t in texts
-        ]
+        sep = [self.tokenizer.sep_token_id]
+        rows = [ids + sep for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         width = max(map(len, rows))
         ids = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in rows])
         mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
@@ -289,6 +300,9 @@ class PrefixLMTaskModel(TaskModel):
         out = []
         for start in range(0, len(texts), self.max_continuations):
             ids, mask = self._continuation_ids(texts[start : start + self.max_continuations])
+            if self.packed:
+                out.append(pool_shared_continuations(self.encoder, prefix, ids, mask))
+                continue
             n = len(prefix)
             ids = ids.unsqueeze(0).expand(n, -1, -1).contiguous()
             mask = mask.unsqueeze(0).expand(n, -1, -1).contiguous()

@@ -28,9 +28,11 @@ SECTIONS = {
     "disk_usage": "<!-- bench:disk -->",
     "gpu_check": "Loop healthy",
     "prompt_authors_protocol": "<!-- bench:prompt_authors_protocol -->",
+    "prompt_scoring": "<!-- bench:prompt_scoring -->",
 }
 TAKES_PARAMS = (
     "summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency", "prompt_authors_protocol",
+    "prompt_scoring",
 )  # fmt: skip
 
 

@@ -255,3 +255,56 @@ def test_a_blank_input_is_scored_like_any_other(tiny_encoder, tiny_mlm, kind):
     alone = model.class_probs(prompts, [""])
     assert torch.allclose(alone[:, 0], probs[:, 0], atol=1e-5)  # batched with others, padding does not leak
     assert not torch.allclose(probs[0, 0], probs[1, 0])  # the prompt still moves the blank row's score
+
+
+# --- packed prefix scoring (the fast path) against the padded reference -----------------------------
+
+PROMPTS = ["it was", "the movie is really quite", "news", "so , in the end , i think it was"]
+
+
+def test_packed_prefix_continuations_equal_the_padded_extend(tiny_encoder):
+    from components.prefix_encoder import (
+        encode_prefix,
+        extend,
+        pool_shared_continuations,
+        pooled_continuations,
+    )
+
+    tokenizer, encoder = tiny_encoder
+    inputs = [tokenizer(t)["input_ids"][:-1] for t in TEXTS + [""]]
+    length = max(map(len, inputs))
+    ids = torch.tensor([r + [0] * (length - len(r)) for r in inputs])
+    prefix = encode_prefix(encoder, ids, (ids != 0).long())
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] + [102] for p in PROMPTS]  # lengths differ
+    width = max(map(len, rows))
+    cont = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
+    n = len(inputs)
+    wide, wide_mask = cont.expand(n, -1, -1).contiguous(), mask.expand(n, -1, -1).contiguous()
+    reference = pooled_continuations(prefix, extend(encoder, prefix, wide, wide_mask), wide_mask)
+    packed = pool_shared_continuations(encoder, prefix, cont, mask)
+    assert packed.shape == reference.shape
+    assert (packed - reference).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("reading", ["filled", "conditioned", "combined"])
+def test_packed_prefix_scoring_gives_the_padded_paths_probs(tiny_encoder, reading):
+    from components.task_models import PrefixLMTaskModel
+
+    settings = {"reading": reading, "batch_size": 3, "max_continuations": 5}  # several chunks and batches
+    packed = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("sst-2"), **settings)
+    padded = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("sst-2"), packed=False, **settings)
+    texts = TEXTS + ["", "a long , winding and ultimately rewarding story about two brothers"]
+    for model_probs in (lambda m: m.class_probs(PROMPTS, texts), lambda m: m.no_prompt_class_probs(texts)):
+        assert (model_probs(packed) - model_probs(padded)).abs().max() < 1e-5
+
+
+def test_packed_prefix_scoring_gives_the_padded_paths_probs_on_minilm():
+    from components.task_models import PrefixLMTaskModel
+
+    packed = build_task_model("minilm", "sst-2", kind="prefix_lm")
+    padded = PrefixLMTaskModel(packed.tokenizer, packed.encoder, packed.verbalizers, packed=False)
+    encoded = packed.encode_inputs(TEXTS + ["the best movie of the year", ""])
+    new, old = packed.class_probs(PROMPTS, encoded), padded.class_probs(PROMPTS, encoded)
+    assert (new - old).abs().max() < 1e-5
+    assert not torch.allclose(new[0], new[1])  # the prompts still move the scores
