@@ -16,8 +16,9 @@ from the plain components (no Prefect, no MLflow):
   pool, so the sizes are nested;
 - the fit: a fresh ``TokenRewardModel`` per size, exactly as ``flows.prompt.fit_guidance`` builds it from
   ``guidance.prompt`` (top 2 MiniLM layers train, lr 5e-5, listwise, sum aggregation), at most
-  ``--epochs`` epochs (default 4, not params' 10: the default run then fits in ~20-30 min on 2 CPU cores;
-  the table shows the epochs run) with early stopping on the held-out batches' lists;
+  ``--epochs`` epochs (default 4, not params' 10, so that the default run fits in ~20-25 min on an idle
+  2-core CPU: estimated from timed small runs, ~2.5x that at load average 7; 4096 lists add ~15 min per
+  seed) with early stopping on the held-out batches' lists; the table shows the epochs run;
 - held-out evaluation: 64 more batches of 16 fresh prompts no fit saw, each scored on its own subset.
   Accuracy = share of the prompt pairs of a batch that the learned reward (``PromptTrainer.
   guidance_scores``: token rewards aggregated as the fit aggregates them) orders like the gap reward;
@@ -129,7 +130,7 @@ def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save
         if str(size) in done:
             continue
         batches = pool[: max(1, size // PER_BATCH)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         trainer.reward_model, report = fit(config, policy, batches, seed * 1000 + size)
         seconds = time.perf_counter() - start
         learned = torch.stack([trainer.guidance_scores(b["ids"]) for b in held_out])
@@ -137,7 +138,8 @@ def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save
         done[str(size)] = {
             "lists": size, "queries": BATCH * len(batches), "fit_seconds": seconds, "held_out": correct / pairs,
             "epochs_run": report["epochs_run"], "val_pairwise_accuracy": report["val_pairwise_accuracy"],
-            "load": os.getloadavg()[0], "threads": torch.get_num_threads(),
+            "fit_cpu_seconds": time.process_time() - cpu, "load": os.getloadavg()[0],
+            "threads": torch.get_num_threads(),
         }  # fmt: skip
         print(f"seed {seed}, {size} lists: held-out {correct / pairs:.3f}, fit {seconds:.0f} s", flush=True)
         save()
