@@ -57,7 +57,7 @@ from flows.prompt import _check_tokenizers, _task_model, split_file, task_words
 
 ROOT = Path("runs/bench/prompt_guidance_scale")
 BATCH = 16  # prompts per score call: one example subset (the authors' 16 prompts)
-PER_BATCH = 64  # lists of k drawn from each scored batch (the authors' guidance.prompt.resampled_lists)
+PER_BATCH = 64  # lists of k drawn from each scored batch: the authors' (--lists-per-batch)
 HELD_OUT_BATCHES = 64
 TARGET = 0.75
 SMOKE = {**TINY_PROMPT, "runtime.threads": 1}
@@ -74,7 +74,9 @@ def fresh_batches(trainer: PromptTrainer, inputs, labels, n: int, generator) -> 
     return batches
 
 
-def fit(config, policy, batches: list[dict], seed: int) -> tuple[TokenRewardModel, dict]:
+def fit(
+    config, policy, batches: list[dict], seed: int, per_batch: int = PER_BATCH
+) -> tuple[TokenRewardModel, dict]:
     """A fresh token reward model fitted on the batches' resampled lists, built as flows.prompt builds it."""
     models, guidance = config.models.prompt, config.guidance.prompt
     length = config.sampling.prompt.prompt_length * 4  # tokens: a prompt has no source
@@ -87,14 +89,16 @@ def fit(config, policy, batches: list[dict], seed: int) -> tuple[TokenRewardMode
     )  # fmt: skip
     _check_tokenizers(policy, tokenizer)  # its token rewards score the policy's token ids
     lists, val_lists = resampled_lists(
-        [(b["texts"], b["rewards"].tolist()) for b in batches], config.sampling.prompt.k, PER_BATCH,
+        [(b["texts"], b["rewards"].tolist()) for b in batches], config.sampling.prompt.k, per_batch,
         guidance.val_fraction, torch.Generator().manual_seed(settings.seed),
     )  # fmt: skip
     report = GuidanceTrainer(model, tokenizer, settings).fit(lists, val_lists or None)
     return model.eval(), report.as_dict()
 
 
-def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save) -> None:
+def run_seed(
+    config, sizes: list[int], held_out_batches: int, result: dict, save, per_batch: int = PER_BATCH
+) -> None:
     """Fill ``result`` (the seed's ceiling, and per size an entry) with every size it lacks for the data
     seed of ``config``; ``save()`` after each size (a rerun resumes there: every draw is seeded)."""
     seed = config.data.prompt.seed
@@ -119,7 +123,7 @@ def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save
     truth = torch.stack([b["rewards"] for b in held_out])
     again = torch.stack([trainer.score(b["texts"], inputs, labels, generator)[0] for b in held_out])
     correct, pairs = pairwise_accuracy(again, truth)
-    pool = fresh_batches(trainer, inputs, labels, max(1, max(sizes) // PER_BATCH), generator)
+    pool = fresh_batches(trainer, inputs, labels, max(1, max(sizes) // per_batch), generator)
     scoring = time.perf_counter() - start
     print(
         f"seed {seed}: ceiling {correct / pairs:.3f}, {len(held_out) * 2 + len(pool)} batches scored in {scoring:.0f} s"
@@ -129,9 +133,9 @@ def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save
     for size in sizes:
         if str(size) in done:
             continue
-        batches = pool[: max(1, size // PER_BATCH)]
+        batches = pool[: max(1, size // per_batch)]
         start, cpu = time.perf_counter(), time.process_time()
-        trainer.reward_model, report = fit(config, policy, batches, seed * 1000 + size)
+        trainer.reward_model, report = fit(config, policy, batches, seed * 1000 + size, per_batch)
         seconds = time.perf_counter() - start
         learned = torch.stack([trainer.guidance_scores(b["ids"]) for b in held_out])
         correct, pairs = pairwise_accuracy(learned, truth)
@@ -145,7 +149,7 @@ def run_seed(config, sizes: list[int], held_out_batches: int, result: dict, save
         save()
 
 
-def figure(results: dict, sizes: list[int], title: str) -> Figure:
+def figure(results: dict, sizes: list[int], title: str, per_batch: int = PER_BATCH) -> Figure:
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     ceilings = [r["ceiling"] for r in results.values()]
@@ -159,7 +163,7 @@ def figure(results: dict, sizes: list[int], title: str) -> Figure:
             xs, [result["sizes"][str(s)]["held_out"] for s in xs], marker="o", alpha=0.6, label=f"seed {seed}"
         )
     ax.set_xscale("log")
-    ax.set_xlabel("training lists (k prompts, 64 per scored batch of 16)")
+    ax.set_xlabel(f"training lists (k prompts, {per_batch} per scored batch of {BATCH})")
     ax.set_ylabel("held-out pairwise ordering")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -167,7 +171,7 @@ def figure(results: dict, sizes: list[int], title: str) -> Figure:
     return fig
 
 
-def report(results: dict, sizes: list[int], task_model: str, config, figures: Path) -> None:
+def report(results: dict, sizes: list[int], task_model: str, config, figures: Path, per_batch: int) -> None:
     seeds = sorted(results, key=int)
     rows, reached = [], []
     for size in sizes:
@@ -194,12 +198,14 @@ def report(results: dict, sizes: list[int], task_model: str, config, figures: Pa
         else f"The 0.75 target is not met at any measured size (up to {rows[-1][0] if rows else 0} lists)"
     ) + f"; the gap reward's own ceiling is {statistics.mean(ceiling):.3f}."
     image = figures / "guidance-scale.png"
-    fig = figure(results, sizes, f"SST-2, {task_model} task model: learned reward vs training lists")
+    fig = figure(
+        results, sizes, f"SST-2, {task_model} task model: learned reward vs training lists", per_batch
+    )
     fig.savefig(image, dpi=120)
     guidance = config.guidance.prompt
     body = f"""SST-2, {task_model} task model, data seeds {", ".join(seeds)}. Prompts of the initial (untrained)
 policy ({config.models.prompt.policy}), scored in batches of {BATCH} on one {config.reward.prompt.reward_fraction:.0%}
-example subset of the train split per batch; each batch resampled into {PER_BATCH} lists of
+example subset of the train split per batch; each batch resampled into {per_batch} lists of
 {config.sampling.prompt.k}. A fresh guidance per size ({config.models.prompt.reward_backbone}, top
 {guidance.trainable_layers} layers train, lr {guidance.lr}, {guidance.loss}, {guidance.aggregation}
 aggregation, at most {guidance.epochs} epochs), early stopping on {guidance.val_fraction:.0%} of the batches held out. Held out:
@@ -226,13 +232,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lists", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--task-model", choices=("prototype", "prefix_lm"), default="prototype")
     parser.add_argument("--epochs", type=int, default=4, help="cap on each fit's epochs (params': 10)")
+    parser.add_argument(
+        "--lists-per-batch",
+        type=int,
+        default=PER_BATCH,
+        help="lists drawn from each scored batch of 16 (fewer: more distinct prompts per list)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--root", type=Path, default=ROOT)
     add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if any(size % PER_BATCH for size in args.lists):
-        parser.error(f"--lists: give multiples of {PER_BATCH} (the lists drawn from one scored batch)")
+    per_batch = args.lists_per_batch
+    if any(size % per_batch for size in args.lists):
+        parser.error(f"--lists: give multiples of {per_batch} (the lists drawn from one scored batch)")
     changes = {"runtime.threads": args.threads, "guidance.prompt.epochs": args.epochs}
     figures, held_out = Path("docs"), HELD_OUT_BATCHES
     if args.smoke:  # tiny models, one seed, a throwaway folder for the data, results and figure
@@ -246,7 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     everything = json.loads(path.read_text()) if path.exists() else {}
     # the epoch cap changes every fit: results of another cap are kept apart
     results = everything.setdefault(
-        f"{args.task_model}, at most {changes['guidance.prompt.epochs']} epochs", {}
+        f"{args.task_model}, at most {changes['guidance.prompt.epochs']} epochs"
+        + ("" if per_batch == PER_BATCH else f", {per_batch} lists per batch"),
+        {},
     )
 
     def save() -> None:
@@ -258,9 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         result = results.setdefault(str(seed), {})
         if not all(str(s) in result.get("sizes", {}) for s in args.lists):
-            run_seed(config, args.lists, held_out, result, save)
+            run_seed(config, args.lists, held_out, result, save, per_batch)
     config = load_params(args.params, changes)
-    report({str(s): results[str(s)] for s in args.seeds}, args.lists, args.task_model, config, figures)
+    report(
+        {str(s): results[str(s)] for s in args.seeds}, args.lists, args.task_model, config, figures, per_batch
+    )
 
 
 if __name__ == "__main__":
