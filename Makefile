@@ -44,8 +44,8 @@ lint: install
 # The maintained benchmarks (bench/; each script's docstring has its options). `make bench` reruns them
 # all and rewrites their BENCHMARKS.md sections: many hours on a 2-core CPU. `make bench-smoke` runs
 # each on tiny models (minutes in all) and writes nothing: BENCH_FLAGS=--smoke.
-BENCHES := summarization prompt_sample_efficiency prompt_authors_protocol prompt_scoring guidance_fit orchestration \
-  dvc_rerun memory disk_usage gpu_check
+BENCHES := summarization prompt_sample_efficiency prompt_authors_protocol prompt_guidance_scale prompt_scoring \
+  guidance_fit orchestration dvc_rerun memory disk_usage gpu_check
 BENCH_FLAGS ?=
 
 bench: install corpora

@@ -21,6 +21,7 @@ BENCHMARKS_MD = PROJECT_ROOT / "BENCHMARKS.md"
 SECTIONS = {
     "summarization": "<!-- bench:summarization -->",
     "guidance_fit": "<!-- bench:guidance_fit -->",
+    "prompt_guidance_scale": "<!-- bench:prompt_guidance_scale -->",
     "orchestration": "<!-- bench:orchestration -->",
     "dvc_rerun": "<!-- bench:dvc_rerun -->",
     "faults": "<!-- bench:faults -->",  # one kill point and the tracking server's stop
@@ -32,7 +33,7 @@ SECTIONS = {
 }
 TAKES_PARAMS = (
     "summarization", "guidance_fit", "disk_usage", "gpu_check", "prompt_sample_efficiency", "prompt_authors_protocol",
-    "prompt_scoring",
+    "prompt_scoring", "prompt_guidance_scale",
 )  # fmt: skip
 
 
