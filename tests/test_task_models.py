@@ -296,7 +296,8 @@ def test_packed_prefix_scoring_gives_the_padded_paths_probs(tiny_encoder, readin
     padded = PrefixLMTaskModel(*tiny_encoder, verbalizers_for("sst-2"), packed=False, **settings)
     texts = TEXTS + ["", "a long , winding and ultimately rewarding story about two brothers"]
     for model_probs in (lambda m: m.class_probs(PROMPTS, texts), lambda m: m.no_prompt_class_probs(texts)):
-        assert (model_probs(packed) - model_probs(padded)).abs().max() < 1e-5
+        assert (model_probs(packed) - model_probs(padded)).abs().max() < 1e-4  # float rounding / 0.01
+        assert torch.equal(model_probs(packed).argmax(-1), model_probs(padded).argmax(-1))
 
 
 def test_packed_prefix_scoring_gives_the_padded_paths_probs_on_minilm():
@@ -306,5 +307,8 @@ def test_packed_prefix_scoring_gives_the_padded_paths_probs_on_minilm():
     padded = PrefixLMTaskModel(packed.tokenizer, packed.encoder, packed.verbalizers, packed=False)
     encoded = packed.encode_inputs(TEXTS + ["the best movie of the year", ""])
     new, old = packed.class_probs(PROMPTS, encoded), padded.class_probs(PROMPTS, encoded)
-    assert (new - old).abs().max() < 1e-5
+    # temperature 0.01 turns ~1e-7 of cosine rounding into ~1e-5 of probability (the padded path against
+    # itself at another chunk size differs by 9.3e-6): the margin keeps the test off the rounding's edge
+    assert (new - old).abs().max() < 1e-4
+    assert torch.equal(new.argmax(-1), old.argmax(-1))  # the same predictions: the same accuracy
     assert not torch.allclose(new[0], new[1])  # the prompts still move the scores
