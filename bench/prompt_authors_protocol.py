@@ -2,8 +2,8 @@
 search at equal policy steps, each step scoring 16 prompts with the task model.
 
     python -m bench.prompt_authors_protocol [--steps 12000] [--seeds 13 21 42] [--task-model prefix_lm]
-    python -m bench.prompt_authors_protocol --steps 120 --warmup-lists 32 --fresh-prompts 160 \\
-        --lists-per-batch 16 --guidance-epochs 5 --guidance-patience 2   # the CPU run of BENCHMARKS
+    python -m bench.prompt_authors_protocol --steps 48 --warmup-lists 32 --fresh-prompts 160 \\
+        --lists-per-batch 16 --guidance-epochs 3 --guidance-patience 2   # the CPU run of BENCHMARKS
     python -m bench.prompt_authors_protocol --smoke        # tiny models, seconds
 
 pgg (``pgg_update: learned``) updates its policy on 64 prompts a step scored by the learned reward only;
