@@ -191,6 +191,8 @@ def report(results: list[dict], name: str, steps: int, settings: str, config, fi
     checks.append((f"learned reward orders a step's fresh scored prompts at ≥ 0.75 pairwise: best log point "
                    f"{best_online:.3f} (mean over seeds), over the run {statistics.mean(online):.3f}", best_online >= 0.75))  # fmt: skip
     target_lines = "\n".join(f"- {text}: **{'met' if ok else 'not met'}**" for text, ok in checks)
+    loads = [x for r in results for x in r["load"]]
+    timing = ", ".join(f"{m} {statistics.mean(r['seconds'][m] for r in results):.0f}" for m in SEARCHES)
     image = figures / "authors-protocol.png"
     figure(results, steps).savefig(image, dpi=120)
     picks, samples = config.sampling.prompt.step_prompts, config.eval.prompt.policy_samples
@@ -221,7 +223,9 @@ random search's scores).
 
 ### Targets (issue #34)
 
-{target_lines}"""
+{target_lines}
+
+Wall time per seed (s, mean): {timing}; load average during the runs {min(loads):.1f}-{max(loads):.1f}."""
     write_section(name, "Prompt search at the authors' protocol (issue #34)", body)
 
 
@@ -241,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=PROFILE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--no-report", action="store_true", help="run the seeds, write no section")
+    parser.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="results files of other roots (one per process)"
+    )
     add_smoke_flag(parser)
     args = parser.parse_args(argv)
     changes, figures = protocol(args.steps, args), Path("docs")
@@ -263,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
             config = seed_config(args.params, args.dataset, seed, args.root / "runs", args.threads, changes)
             results.append(run_protocol_seed(config))
             path.write_text(json.dumps(results, indent=2))
+    for other in args.merge:  # seeds run by other processes (bench/prompt_authors_protocol_device.sh)
+        results += [r for r in json.loads(other.read_text()) if r["seed"] not in {x["seed"] for x in results}]
+    if args.no_report:
+        return
     config = seed_config(args.params, args.dataset, args.seeds[0], args.root / "runs", args.threads, changes)
     sampling, guidance = config.sampling.prompt, config.guidance.prompt
     settings = (
