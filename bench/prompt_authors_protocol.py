@@ -157,6 +157,7 @@ def report(results: list[dict], name: str, steps: int, settings: str, config, fi
     uses_table = markdown_table(["method", *USES], uses_rows)
 
     budgets = [row["queries"] for row in results[0]["seqpg"] if "policy_test_accuracy" in row]
+    budgets = sorted({*budgets[:: max(1, len(budgets) // 4)], budgets[-1]})  # about 5 columns
     query_rows = []
     for method, key, label in SELECTIONS:
         if key == "test_accuracy" and method != "random":
