@@ -68,7 +68,7 @@ class PromptTrainConfig:
     guidance_samples: int  # prompts per surrogate update
     reward_to_go: bool  # pgg: weight token t by sum_{t' >= t} r_t' instead of r_t
     guidance_credit: str  # pgg: token (r_t, the paper's) | sequence (the prompt's aggregate) | gap_spread
-    pgg_update: str = "scored"  # pgg: scored (on the step's scored prompts) | learned (guidance-only)
+    pgg_update: str  # pgg: scored (on the step's scored prompts) | learned (guidance-only)
 
     def __post_init__(self):
         if self.method not in METHODS:
