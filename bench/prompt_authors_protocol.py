@@ -2,8 +2,10 @@
 search at equal policy steps, each step scoring 16 prompts with the task model.
 
     python -m bench.prompt_authors_protocol [--steps 12000] [--seeds 13 21 42] [--task-model prefix_lm]
-    python -m bench.prompt_authors_protocol --steps 48 --warmup-lists 32 --fresh-prompts 160 \\
-        --lists-per-batch 16 --guidance-epochs 3 --guidance-patience 2   # the CPU run of BENCHMARKS
+    python -m bench.prompt_authors_protocol --steps 144 --task-model prefix_lm --final-only \\
+        --warmup-lists 32 --fresh-prompts 160 --lists-per-batch 16 --guidance-epochs 3 \\
+        --guidance-patience 2     # the CPU run of BENCHMARKS (~35 min a seed, idle); with --steps 48 and
+                                  # no --task-model and --final-only: its prototype line, with the curve
     python -m bench.prompt_authors_protocol --smoke        # tiny models, seconds
 
 pgg (``pgg_update: learned``) updates its policy on 64 prompts a step scored by the learned reward only;
@@ -16,8 +18,8 @@ Queries are counted per use (flows.prompt: training, guidance, logging, selectio
 
 Runs the pipeline's own flows (bench.prompt_sample_efficiency.run_seed); results accumulate in
 ROOT/results-{dataset}-{task model}-N{steps}.json, a seed there is not rerun, and an interrupted search
-resumes from its last complete block. Writes the ``prompt_authors_protocol`` section of BENCHMARKS.md and
-docs/authors-protocol.png.
+resumes from its last complete block. Writes the ``prompt_authors_protocol`` section of BENCHMARKS.md (this
+run's tables, then a line for each other results file in ROOT) and docs/authors-protocol.png.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def protocol(steps: int, args: argparse.Namespace) -> dict:
         "loop.prompt.refit_every": max(steps // 12, 1),
         "loop.prompt.refit_until": steps // 2 + 1,  # their last refit is at step N/2: 7 fits in all
     }
+    if args.final_only:  # no test accuracy after every block: the prefix LM's test scoring is slow
+        changes["eval.prompt.query_curve"] = False
     for key, value in (
         ("guidance.prompt.fresh_prompts", args.fresh_prompts),
         ("guidance.prompt.resampled_lists", args.lists_per_batch),
@@ -105,10 +109,34 @@ def at_budget(curve: list[dict], queries: int, key: str) -> float | None:
     return within[-1] if within else None
 
 
-def figure(results: list[dict], steps: int) -> Figure:
-    fig = Figure(figsize=(10, 4), layout="constrained")
+def final_figure(results: list[dict], by_steps, by_queries) -> None:
+    """A run without the per-block curve (--final-only): each selection's seeds at N (left) and against
+    the queries each search spent (right), mean ± sd."""
+    for i, (method, key, label) in enumerate(SELECTIONS):
+        values = [r["metrics"][method][key] for r in results]
+        queries = [sum(r["metrics"][method].get(f"queries_{u}", 0) for u in USES) for r in results]
+        line = by_steps.errorbar(
+            [i],
+            [statistics.mean(values)],
+            yerr=[statistics.stdev(values) if len(values) > 1 else 0],
+            fmt="s",
+            capsize=4,
+            label=label,
+        )
+        color = line[0].get_color()
+        by_steps.plot([i] * len(values), values, ".", color=color, alpha=0.6)
+        by_queries.plot(queries, values, "o" if "authors" not in key else "x", color=color, label=label)
+    by_steps.set_xticks(range(len(SELECTIONS)), [label for *_, label in SELECTIONS], rotation=35, ha="right",
+                        fontsize=7)  # fmt: skip
+
+
+def figure(results: list[dict], steps: int, task_model: str) -> Figure:
+    final_only = all(len(r[method]) == 1 for r in results for method in SEARCHES)  # --final-only
+    fig = Figure(figsize=(10, 4.5 if final_only else 4), layout="constrained")
     by_steps, by_queries = fig.subplots(1, 2, sharey=True)
-    for method, key, label in SELECTIONS:
+    if final_only:
+        final_figure(results, by_steps, by_queries)
+    for method, key, label in () if final_only else SELECTIONS:
         if key == "test_accuracy" and method != "random":
             continue  # best scored: in the tables; the figure shows what each policy learned
         rows = [[row for row in r[method] if key in row] for r in results]
@@ -123,18 +151,49 @@ def figure(results: list[dict], steps: int) -> Figure:
         by_steps.plot(x_steps, means, style, marker="o", label=label)
         by_queries.plot(x_queries, means, style, marker="o", label=label)
     manual = statistics.mean(r["metrics"]["manual"]["test_accuracy"] for r in results)
-    for ax, xlabel in ((by_steps, "policy steps"), (by_queries, "task-model queries (search)")):
+    x_label = f"selection, N = {steps} policy steps" if final_only else "policy steps"
+    for ax, xlabel in ((by_steps, x_label), (by_queries, "task-model queries (search)")):
         ax.axhline(manual, color="grey", linestyle="--", label=f"manual prompt ({manual:.1f})")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    by_steps.set_ylabel("test accuracy % (mean over seeds)")
+    by_steps.set_ylabel("test accuracy %" if final_only else "test accuracy % (mean over seeds)")
     by_queries.legend(fontsize=7)
     seeds = ", ".join(str(r["seed"]) for r in results)
-    fig.suptitle(f"The authors' protocol, N = {steps} policy steps, seeds {seeds}", fontsize=9)
+    fig.suptitle(
+        f"The authors' protocol, {task_model} task model, N = {steps} policy steps, seeds {seeds}", fontsize=9
+    )
     return fig
 
 
-def report(results: list[dict], name: str, steps: int, settings: str, config, figures: Path) -> None:
+def other_runs(runs: dict[str, list[dict]]) -> str:
+    """One line per other run of the protocol (another task model or N): the final prompts' means."""
+    rows = []
+    for label, results in runs.items():
+
+        def final(method, key, results=results):
+            return [r["metrics"][method][key] for r in results]
+
+        wins = sum(
+            a > b
+            for a, b in zip(
+                final("pgg", "authors_test_accuracy"), final("seqpg", "authors_test_accuracy"), strict=True
+            )
+        )
+        rows.append([
+            label, ", ".join(str(r["seed"]) for r in results),
+            *(mean_sd(final(m, k)) for m, k in (("pgg", "authors_test_accuracy"), ("pgg", "policy_test_accuracy"),
+                                                ("seqpg", "authors_test_accuracy"), ("seqpg", "policy_test_accuracy"),
+                                                ("random", "test_accuracy"))),
+            f"{wins} of {len(results)}",
+        ])  # fmt: skip
+    headers = ["run", "seeds", "pgg, authors' pick", "pgg, policy", "seqpg, authors' pick", "seqpg, policy",
+               "random", "pgg ahead (authors' pick)"]  # fmt: skip
+    return markdown_table(headers, rows)
+
+
+def report(
+    results: list[dict], steps: int, settings: str, config, figures: Path, others: dict[str, list[dict]]
+) -> None:
     results = sorted(results, key=lambda r: r["seed"])
     seeds = [r["seed"] for r in results]
     rows = []
@@ -158,6 +217,8 @@ def report(results: list[dict], name: str, steps: int, settings: str, config, fi
 
     budgets = [row["queries"] for row in results[0]["seqpg"] if "policy_test_accuracy" in row]
     budgets = sorted({*budgets[:: max(1, len(budgets) // 4)], budgets[-1]})  # about 5 columns
+    if all(len(r[m]) == 1 for r in results for m in SEARCHES):  # --final-only: each search's final budget
+        budgets = sorted({max(r[m][-1]["queries"] for r in results) for m in SEARCHES})
     query_rows = []
     for method, key, label in SELECTIONS:
         if key == "test_accuracy" and method != "random":
@@ -195,7 +256,13 @@ def report(results: list[dict], name: str, steps: int, settings: str, config, fi
     loads = [x for r in results for x in r["load"]]
     timing = ", ".join(f"{m} {statistics.mean(r['seconds'][m] for r in results):.0f}" for m in SEARCHES)
     image = figures / "authors-protocol.png"
-    figure(results, steps).savefig(image, dpi=120)
+    task_model = config.models.prompt.task_model
+    figure(results, steps, task_model).savefig(image, dpi=120)
+    other_lines = (
+        f"\n\n### Other runs of the protocol (the other results files of this folder; accuracies in %, mean ± sd)\n\n{other_runs(others)}"
+        if others
+        else ""
+    )
     picks, samples = config.sampling.prompt.step_prompts, config.eval.prompt.policy_samples
     body = f"""{settings}. Data seeds {", ".join(map(str, seeds))}; accuracies in %, {config.data.prompt.dataset}
 test ({results[0]["metrics"]["manual"]["n_test"]} rows). Selections: the authors' pick ({picks} samples of the
@@ -226,8 +293,8 @@ random search's scores).
 
 {target_lines}
 
-Wall time per seed (s, mean): {timing}; load average during the runs {min(loads):.1f}-{max(loads):.1f}."""
-    write_section(name, "Prompt search at the authors' protocol (issue #34)", body)
+Wall time per seed (s, mean): {timing}; load average during the runs {min(loads):.1f}-{max(loads):.1f}.{other_lines}"""
+    write_section("prompt_authors_protocol", "Prompt search at the authors' protocol (issue #34)", body)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-lists", type=int, default=None, help="lists of 5 before the first fit")
     parser.add_argument("--guidance-epochs", type=int, default=None)
     parser.add_argument("--guidance-patience", type=int, default=None)
+    parser.add_argument(
+        "--final-only",
+        action="store_true",
+        help="test the final prompts only, no per-block query curve (on the CPU each block's selections "
+        "cost the prefix LM ~4 min of test scoring)",
+    )
     parser.add_argument("--params", type=Path, default=PROFILE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--root", type=Path, default=ROOT)
@@ -286,7 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         f"resampled into {guidance.resampled_lists} lists per batch, up to {guidance.epochs} epochs "
         f"(patience {guidance.patience}); the authors' N is 12,000 with about 1,600-160,000 fresh prompts per fit"
     )
-    report(results, "prompt_authors_protocol", args.steps, settings, config, figures)
+    others = {  # the root's other runs (task model or N), a line each under this run's tables
+        f"{other.stem.split('-')[-2]}, N = {other.stem.split('-N')[-1]}": json.loads(other.read_text())
+        for other in sorted(args.root.glob(f"results-{args.dataset}-*-N*.json"))
+        if other != path
+    }
+    report(results, args.steps, settings, config, figures, others)
 
 
 if __name__ == "__main__":
