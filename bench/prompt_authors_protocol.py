@@ -109,11 +109,26 @@ def at_budget(curve: list[dict], queries: int, key: str) -> float | None:
     return within[-1] if within else None
 
 
+def final(results: list[dict], method: str, key: str) -> list[float]:
+    """Each seed's final test accuracy of one method's selection."""
+    return [r["metrics"][method][key] for r in results]
+
+
+def pgg_wins(results: list[dict], key: str) -> int:
+    """Seeds on which pgg's selection ``key`` beats seqpg's."""
+    return sum(a > b for a, b in zip(final(results, "pgg", key), final(results, "seqpg", key), strict=True))
+
+
+def final_only(results: list[dict]) -> bool:
+    """A --final-only run: each search's curve holds its final row alone."""
+    return all(len(r[method]) == 1 for r in results for method in SEARCHES)
+
+
 def final_figure(results: list[dict], by_steps, by_queries) -> None:
     """A run without the per-block curve (--final-only): each selection's seeds at N (left) and against
     the queries each search spent (right), mean ± sd."""
     for i, (method, key, label) in enumerate(SELECTIONS):
-        values = [r["metrics"][method][key] for r in results]
+        values = final(results, method, key)
         queries = [sum(r["metrics"][method].get(f"queries_{u}", 0) for u in USES) for r in results]
         line = by_steps.errorbar(
             [i],
@@ -131,12 +146,12 @@ def final_figure(results: list[dict], by_steps, by_queries) -> None:
 
 
 def figure(results: list[dict], steps: int, task_model: str) -> Figure:
-    final_only = all(len(r[method]) == 1 for r in results for method in SEARCHES)  # --final-only
-    fig = Figure(figsize=(10, 4.5 if final_only else 4), layout="constrained")
+    final_prompts_only = final_only(results)
+    fig = Figure(figsize=(10, 4.5 if final_prompts_only else 4), layout="constrained")
     by_steps, by_queries = fig.subplots(1, 2, sharey=True)
-    if final_only:
+    if final_prompts_only:
         final_figure(results, by_steps, by_queries)
-    for method, key, label in () if final_only else SELECTIONS:
+    for method, key, label in () if final_prompts_only else SELECTIONS:
         if key == "test_accuracy" and method != "random":
             continue  # best scored: in the tables; the figure shows what each policy learned
         rows = [[row for row in r[method] if key in row] for r in results]
@@ -151,12 +166,12 @@ def figure(results: list[dict], steps: int, task_model: str) -> Figure:
         by_steps.plot(x_steps, means, style, marker="o", label=label)
         by_queries.plot(x_queries, means, style, marker="o", label=label)
     manual = statistics.mean(r["metrics"]["manual"]["test_accuracy"] for r in results)
-    x_label = f"selection, N = {steps} policy steps" if final_only else "policy steps"
+    x_label = f"selection, N = {steps} policy steps" if final_prompts_only else "policy steps"
     for ax, xlabel in ((by_steps, x_label), (by_queries, "task-model queries (search)")):
         ax.axhline(manual, color="grey", linestyle="--", label=f"manual prompt ({manual:.1f})")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    by_steps.set_ylabel("test accuracy %" if final_only else "test accuracy % (mean over seeds)")
+    by_steps.set_ylabel("test accuracy %" if final_prompts_only else "test accuracy % (mean over seeds)")
     by_queries.legend(fontsize=7)
     seeds = ", ".join(str(r["seed"]) for r in results)
     fig.suptitle(
@@ -169,19 +184,10 @@ def other_runs(runs: dict[str, list[dict]]) -> str:
     """One line per other run of the protocol (another task model or N): the final prompts' means."""
     rows = []
     for label, results in runs.items():
-
-        def final(method, key, results=results):
-            return [r["metrics"][method][key] for r in results]
-
-        wins = sum(
-            a > b
-            for a, b in zip(
-                final("pgg", "authors_test_accuracy"), final("seqpg", "authors_test_accuracy"), strict=True
-            )
-        )
+        wins = pgg_wins(results, "authors_test_accuracy")
         rows.append([
             label, ", ".join(str(r["seed"]) for r in results),
-            *(mean_sd(final(m, k)) for m, k in (("pgg", "authors_test_accuracy"), ("pgg", "policy_test_accuracy"),
+            *(mean_sd(final(results, m, k)) for m, k in (("pgg", "authors_test_accuracy"), ("pgg", "policy_test_accuracy"),
                                                 ("seqpg", "authors_test_accuracy"), ("seqpg", "policy_test_accuracy"),
                                                 ("random", "test_accuracy"))),
             f"{wins} of {len(results)}",
@@ -202,7 +208,7 @@ def report(
         ("manual", "test_accuracy", "manual"),
         ("none", "test_accuracy", "no prompt"),
     ):
-        values = [r["metrics"][method][key] for r in results]
+        values = final(results, method, key)
         queries = [sum(r["metrics"][method].get(f"queries_{u}", 0) for u in USES) for r in results]
         rows.append([label, mean_sd(values), *(f"{v:.1f}" for v in values), int(max(queries))])
     steps_table = markdown_table(
@@ -217,7 +223,7 @@ def report(
 
     budgets = [row["queries"] for row in results[0]["seqpg"] if "policy_test_accuracy" in row]
     budgets = sorted({*budgets[:: max(1, len(budgets) // 4)], budgets[-1]})  # about 5 columns
-    if all(len(r[m]) == 1 for r in results for m in SEARCHES):  # --final-only: each search's final budget
+    if final_only(results):  # each search's final budget
         budgets = sorted({max(r[m][-1]["queries"] for r in results) for m in SEARCHES})
     query_rows = []
     for method, key, label in SELECTIONS:
@@ -232,16 +238,12 @@ def report(
         query_rows.append([label, *cells])
     queries_table = markdown_table(["method, selection", *(f"≤ {b} queries" for b in budgets)], query_rows)
 
-    def final(method, key):
-        return [r["metrics"][method][key] for r in results]
-
     checks = []
     for key, label in (
         ("authors_test_accuracy", "the authors' pick"),
         ("policy_test_accuracy", "policy selection"),
     ):
-        pgg, seqpg = final("pgg", key), final("seqpg", key)
-        wins = sum(a > b for a, b in zip(pgg, seqpg, strict=True))
+        pgg, seqpg, wins = final(results, "pgg", key), final(results, "seqpg", key), pgg_wins(results, key)
         checks.append((f"equal policy steps, {label}: pgg {statistics.mean(pgg):.1f} vs seqpg {statistics.mean(seqpg):.1f}, "
                        f"ahead on {wins} of {len(seeds)} seeds",
                        statistics.mean(pgg) >= statistics.mean(seqpg) and wins > len(seeds) / 2))  # fmt: skip
